@@ -1,0 +1,1 @@
+//! Kubernetes-quantity rate parsing (placeholder, being written).
