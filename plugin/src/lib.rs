@@ -5,4 +5,11 @@
 //! directory, so limits outlive every process of ours. This library is shared by the
 //! NRI daemon, the OCI hook and `bwctl`.
 
+pub mod bpf_sys;
+pub mod bpffs;
+pub mod bucket;
+pub mod cgroup;
+pub mod datapath_abi;
+pub mod limiter;
 pub mod rate;
+pub mod testbed;

@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * The one definition of every structure shared between the kernel programs
+ * (bw.bpf.c) and user space. plugin/src/datapath_abi.rs mirrors each struct with
+ * #[repr(C)] types, and a test there checks sizes and offsets against the values
+ * this header exports through BW_LAYOUT_* (see bw_layout.c).
+ *
+ * Bump BW_ABI_VERSION whenever a layout or a map changes: the pin directory is
+ * named after it, so a new binary never reuses programs whose maps it misreads.
+ */
+#ifndef BW_MAPS_H
+#define BW_MAPS_H
+
+#include <linux/types.h>
+
+#define BW_ABI_VERSION 1
+
+#define BW_DIR_INGRESS 0
+#define BW_DIR_EGRESS 1
+
+/*
+ * One direction of one limited cgroup: configuration (written by user space),
+ * bucket state and counters (written by the programs with atomics).
+ *
+ * The bucket is a GCRA ("virtual scheduling") token bucket: `tat` is the time at
+ * which everything admitted so far would have left at exactly `rate`. A packet
+ * costing c ns moves tat to max(tat, now - burst_ns) + c. `debt = tat - now`:
+ *   debt <= 0          within the rate (up to burst_ns of saved credit)
+ *   0 < debt           over the rate: ingress gates the receiver's pure ACKs
+ *   debt > mark_ns     ECT packets get CE, egress TCP also gets congestion notification
+ *   debt > drop_ns     TCP packets are dropped (never happens while pacing works)
+ * Non-TCP packets are policed: dropped when they would put the bucket in debt.
+ * In the busy state the update is one atomic add, so two CPUs never lose tokens.
+ */
+struct bw_dir {
+	__u64 rate;       /* bytes per second counted as IP bytes per segment; 0 = unlimited */
+	__u64 cost_mult;  /* cost in ns of n bytes = (n * cost_mult) >> cost_shift */
+	__u32 cost_shift;
+	__u32 pad0;
+	__u64 burst_ns;   /* credit that accumulates while idle, as time at `rate` */
+	__u64 mark_ns;    /* debt from which CE marks / congestion notification start */
+	__u64 drop_ns;    /* debt from which TCP packets are dropped */
+	__u64 tat;        /* bucket state, CLOCK_MONOTONIC ns; 0 = full bucket */
+	__u64 packets;    /* passed */
+	__u64 bytes;      /* passed, counted as `rate` counts them */
+	__u64 drop_packets;
+	__u64 drop_bytes;
+	__u64 mark_packets; /* CE-marked or congestion-notified */
+};
+
+/*
+ * Per-attachment state, kept in a BPF_MAP_TYPE_CGROUP_STORAGE map with a u64 key
+ * (the cgroup id), so every program attached to the same cgroup (ingress, egress,
+ * sock_ops) shares one value, and sockets of descendant cgroups charge the budget
+ * of the cgroup the limit was attached to: a pod-level limit is shared by all of
+ * its containers.
+ */
+struct bw_state {
+	__u64 cgid;        /* cgroup id of the attachment; 0 until user space configured it */
+	__u32 abi;         /* BW_ABI_VERSION of the writer */
+	__u32 flags;       /* BW_F_* */
+	struct bw_dir dir[2];
+	__u64 clamp_budget; /* receive window shared by the receiving sockets, bytes */
+	__u64 acks_gated;   /* pure ACKs withheld to slow a remote sender */
+	__u64 pacing_sets;  /* SO_MAX_PACING_RATE changes made */
+	__u64 clamp_sets;   /* TCP_WINDOW_CLAMP changes made */
+	__u64 epoch;        /* active-socket epoch number (ns >> BW_EPOCH_SHIFT) */
+	__u32 active[2][2]; /* [direction][epoch & 1]: sockets seen receiving / sending */
+};
+
+#define BW_F_NO_ACK_GATE (1u << 0) /* ingress: police only, never withhold ACKs */
+#define BW_F_NO_PACING (1u << 1)   /* egress: bucket only, no socket pacing */
+#define BW_F_NO_CLAMP (1u << 2)    /* ingress: no receive-window clamp */
+
+/* 2^29 ns ~ 537 ms: long enough that sparse bbr flows are seen in every epoch. */
+#define BW_EPOCH_SHIFT 29
+
+/* Nested limits a socket can be under at once (a pod and one of its containers). */
+#define BW_SOCK_SLOTS 2
+
+struct bw_sock_slot {
+	__u64 cgid;
+	__u64 epoch_seen[2]; /* last epoch this socket was counted in, per direction */
+	__u64 pacing;        /* this level's share, bytes/s of payload; 0 = none */
+	__u32 clamp;         /* this level's window, bytes; 0 = none */
+	__u32 pad0;
+};
+
+/* Per-socket state (BPF_MAP_TYPE_SK_STORAGE). */
+struct bw_sock {
+	struct bw_sock_slot slot[BW_SOCK_SLOTS];
+	__u64 pacing_applied;
+	__u32 clamp_applied;
+	__u32 pad0;
+};
+
+/*
+ * What user space records about each limited cgroup (BPF_MAP_TYPE_HASH keyed by
+ * cgroup id, pinned): the kernel is the state, so `bwctl list` and a restarted
+ * daemon learn everything from here.
+ */
+#define BW_PATH_MAX 256
+#define BW_NAME_MAX 64
+
+#define BW_SOURCE_MANUAL 1
+#define BW_SOURCE_ANNOTATION 2
+#define BW_SOURCE_HOOK 3
+
+struct bw_meta {
+	__u64 cgid;
+	__u64 created_ns;     /* CLOCK_REALTIME */
+	__u64 ingress_bps;    /* configured, bits per second */
+	__u64 egress_bps;
+	__u64 burst_bytes;    /* 0 = default */
+	__u32 source;         /* BW_SOURCE_* */
+	__u32 pad0;
+	char path[BW_PATH_MAX];       /* relative to the cgroup v2 mount */
+	char pod_namespace[BW_NAME_MAX];
+	char pod_name[BW_NAME_MAX];
+	char pod_uid[BW_NAME_MAX];
+	char container[BW_NAME_MAX];  /* empty for a pod-level limit */
+	char container_id[BW_NAME_MAX];
+};
+
+#endif /* BW_MAPS_H */
