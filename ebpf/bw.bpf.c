@@ -37,6 +37,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SO_MAX_PACING_RATE 47
 #define SOL_TCP 6
 #define TCP_WINDOW_CLAMP 10
+#define MAX_WINDOW_CLAMP (65535 << 14) /* largest window TCP can advertise */
 #define AF_INET6 10
 #define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 
@@ -321,33 +322,48 @@ int bw_ingress(struct __sk_buff *skb)
 
 /* ------------------------------------------------------------------ sock_ops */
 
-/* Count this socket as active in direction `dir` for the current epoch and return
- * how many sockets of the attachment were active in this or the previous one. */
+/* Count this socket as active in direction `dir` for the current epoch once it has
+ * moved `active_bytes` since it was last counted (so a control connection that
+ * exchanges a few bytes does not halve everyone's share), and return how many
+ * sockets of the attachment were active in this or the previous epoch. */
 static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_slot *slot,
-					    int dir, __u64 now)
+					    int dir, __u64 now, __u64 progress)
 {
 	__u64 e = now >> BW_EPOCH_SHIFT;
 	__u64 se = s->epoch;
 
+	dir &= 1;
 	if (se != e) {
 		/* First socket of a new epoch: forget the one before the previous. */
 		if (__sync_val_compare_and_swap(&s->epoch, se, e) == se) {
-			s->active[dir][e & 1] = 0;
-			s->active[dir ^ 1][e & 1] = 0;
+			s->active[0][e & 1] = 0;
+			s->active[1][e & 1] = 0;
 			if (e != se + 1) {
-				s->active[dir][(e + 1) & 1] = 0;
-				s->active[dir ^ 1][(e + 1) & 1] = 0;
+				s->active[0][(e + 1) & 1] = 0;
+				s->active[1][(e + 1) & 1] = 0;
 			}
 		}
 	}
-	if (slot->epoch_seen[dir & 1] != e) {
-		slot->epoch_seen[dir & 1] = e;
-		__sync_fetch_and_add(&s->active[dir & 1][e & 1], 1);
+	if (slot->epoch_seen[dir] != e && progress - slot->progress[dir] >= s->active_bytes[dir]) {
+		slot->epoch_seen[dir] = e;
+		slot->progress[dir] = progress;
+		__sync_fetch_and_add(&s->active[dir][e & 1], 1);
 	}
-	__u32 cur = s->active[dir & 1][e & 1];
-	__u32 prev = s->active[dir & 1][(e + 1) & 1];
+	__u32 cur = s->active[dir][e & 1];
+	__u32 prev = s->active[dir][(e + 1) & 1];
 	__u32 n = cur > prev ? cur : prev;
 	return n ? n : 1;
+}
+
+/* IP + TCP header bytes per segment (timestamps assumed, as Linux negotiates them).
+ * An AF_INET6 socket talking to a v4-mapped address sends IPv4. */
+static __always_inline __u64 seg_header(struct bpf_sock_ops *skops)
+{
+	if (skops->family == AF_INET6 &&
+	    !(skops->remote_ip6[0] == 0 && skops->remote_ip6[1] == 0 &&
+	      skops->remote_ip6[2] == bpf_htonl(0xffff)))
+		return 40 + 20 + 12;
+	return 20 + 20 + 12;
 }
 
 static __always_inline struct bw_sock_slot *slot_for(struct bw_sock *ss, __u64 cgid)
@@ -386,24 +402,28 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 	if (!d->rate || (s->flags & BW_F_NO_PACING)) {
 		slot->pacing = 0;
 	} else {
-		__u32 n = active_sockets(s, slot, BW_DIR_EGRESS, now);
+		__u32 n = active_sockets(s, slot, BW_DIR_EGRESS, now, skops->bytes_acked);
 		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
-		__u64 hdr = (skops->family == AF_INET6 ? 40 : 20) + 20 + 12;
+		__u64 hdr = seg_header(skops);
 		__u64 share = d->rate / n;
 		slot->pacing = share * mss / (mss + hdr);
 	}
-	__u64 want = min_nonzero(ss->slot[0].pacing, ss->slot[1].pacing);
-	if (!want)
+	__u64 want64 = min_nonzero(ss->slot[0].pacing, ss->slot[1].pacing);
+	if (!want64 && !ss->pacing_applied)
 		return;
+	/* bpf_setsockopt takes an int here; ~0U means unpaced, which is also what a
+	 * lifted limit (want64 == 0) restores. Rates beyond 34 Gbit/s are left to the
+	 * bucket. */
+	__u32 want = (!want64 || want64 >= 0xffffffffULL) ? 0xffffffffU : (__u32)want64;
 	/* Re-read what the socket has: an application may have raised its own cap. */
-	__u64 have = 0;
+	__u32 have = 0;
 	if (bpf_getsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &have, sizeof(have)))
 		have = 0;
 	if (have != want) {
 		if (!bpf_setsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &want, sizeof(want)))
 			__sync_fetch_and_add(&s->pacing_sets, 1);
 	}
-	ss->pacing_applied = want;
+	ss->pacing_applied = want64;
 }
 
 /* Ingress: keep at most this socket's share of the clamp budget in flight, so the
@@ -416,7 +436,7 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 	if (!d->rate || (s->flags & BW_F_NO_CLAMP)) {
 		slot->clamp = 0;
 	} else {
-		__u32 n = active_sockets(s, slot, BW_DIR_INGRESS, now);
+		__u32 n = active_sockets(s, slot, BW_DIR_INGRESS, now, skops->bytes_received);
 		__u32 mss = skops->mss_cache ? skops->mss_cache : 1448;
 		__u64 w = s->clamp_budget / n;
 		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
@@ -427,8 +447,10 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		slot->clamp = w;
 	}
 	int want = (int)min_nonzero(ss->slot[0].clamp, ss->slot[1].clamp);
-	if (!want)
+	if (!want && !ss->clamp_applied)
 		return;
+	if (!want)
+		want = MAX_WINDOW_CLAMP; /* the limit was lifted: give the window back */
 	/* Receive-buffer autotuning resets the clamp: re-apply whenever it drifted. */
 	int have = 0;
 	if (bpf_getsockopt(skops, SOL_TCP, TCP_WINDOW_CLAMP, &have, sizeof(have)))
@@ -437,7 +459,7 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		if (!bpf_setsockopt(skops, SOL_TCP, TCP_WINDOW_CLAMP, &want, sizeof(want)))
 			__sync_fetch_and_add(&s->clamp_sets, 1);
 	}
-	ss->clamp_applied = want;
+	ss->clamp_applied = want == MAX_WINDOW_CLAMP ? 0 : want;
 }
 
 SEC("sockops")

@@ -35,6 +35,7 @@ int main(void)
 	OFF(bw_state, clamp_sets, "clamp_sets");
 	OFF(bw_state, epoch, "epoch");
 	OFF(bw_state, active, "active");
+	OFF(bw_state, active_bytes, "active_bytes");
 	SIZE(bw_meta);
 	OFF(bw_meta, cgid, "cgid");
 	OFF(bw_meta, created_ns, "created_ns");

@@ -66,6 +66,7 @@ struct bw_state {
 	__u64 clamp_sets;   /* TCP_WINDOW_CLAMP changes made */
 	__u64 epoch;        /* active-socket epoch number (ns >> BW_EPOCH_SHIFT) */
 	__u32 active[2][2]; /* [direction][epoch & 1]: sockets seen receiving / sending */
+	__u64 active_bytes[2]; /* bytes a socket must move in an epoch to count as active */
 };
 
 #define BW_F_NO_ACK_GATE (1u << 0) /* ingress: police only, never withhold ACKs */
@@ -81,6 +82,7 @@ struct bw_state {
 struct bw_sock_slot {
 	__u64 cgid;
 	__u64 epoch_seen[2]; /* last epoch this socket was counted in, per direction */
+	__u64 progress[2];   /* bytes acked / received when it was last counted */
 	__u64 pacing;        /* this level's share, bytes/s of payload; 0 = none */
 	__u32 clamp;         /* this level's window, bytes; 0 = none */
 	__u32 pad0;

@@ -73,6 +73,15 @@ pub fn dir_config(bytes_per_sec: u64, burst: Option<u64>) -> BwDir {
     }
 }
 
+/// A socket counts as active (and takes a share of the rate) once it moved this
+/// many bytes in an epoch: 1/64 of what the whole cgroup may move in one (~537 ms),
+/// at most 64 KiB, so request/response or control connections do not dilute the
+/// share of bulk flows while slow bulk flows are still counted.
+pub fn active_bytes(bytes_per_sec: u64) -> u64 {
+    let epoch_ns = 1u128 << 29;
+    ((bytes_per_sec as u128 * epoch_ns / NS_PER_SEC / 64) as u64).clamp(1, 64 * 1024)
+}
+
 /// Bytes the receiving sockets of a cgroup may have in flight together.
 pub fn clamp_budget(bytes_per_sec: u64) -> u64 {
     (bytes_per_sec as u128 * CLAMP_BUDGET_NS as u128 / NS_PER_SEC) as u64

@@ -57,6 +57,7 @@ pub struct BwState {
     pub clamp_sets: u64,
     pub epoch: u64,
     pub active: [[u32; 2]; 2],
+    pub active_bytes: [u64; 2],
 }
 
 /// `struct bw_meta`: what user space records about a limited cgroup.
@@ -197,6 +198,10 @@ mod tests {
         );
         assert_eq!(offset_of!(BwState, epoch), c::OFFSETOF_bw_state_epoch);
         assert_eq!(offset_of!(BwState, active), c::OFFSETOF_bw_state_active);
+        assert_eq!(
+            offset_of!(BwState, active_bytes),
+            c::OFFSETOF_bw_state_active_bytes
+        );
     }
 
     #[test]
