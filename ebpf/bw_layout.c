@@ -3,6 +3,7 @@
  * constants, so plugin/src/datapath_abi.rs can test its mirrors against them. */
 #include <stddef.h>
 #include <stdio.h>
+#include <linux/bpf.h>
 #include "bw_maps.h"
 
 #define SIZE(t) printf("pub const SIZEOF_%s: usize = %zu;\n", #t, sizeof(struct t))
@@ -50,5 +51,10 @@ int main(void)
 	OFF(bw_meta, container, "container");
 	OFF(bw_meta, container_id, "container_id");
 	SIZE(bw_sock);
+	/* __sk_buff fields BPF_PROG_TEST_RUN lets a test set. */
+	SIZE(__sk_buff);
+	OFF(__sk_buff, ifindex, "ifindex");
+	OFF(__sk_buff, gso_segs, "gso_segs");
+	OFF(__sk_buff, gso_size, "gso_size");
 	return 0;
 }

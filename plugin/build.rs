@@ -47,7 +47,19 @@ fn main() {
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", probe.display()));
     assert!(output.status.success(), "bw_layout failed");
-    std::fs::write(out.join("bw_layout.rs"), output.stdout).unwrap();
+    // C names keep their case in the probe's output; Rust constants are upper case.
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rust: String = text
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((name, rest)) => format!(
+                "{}:{rest}\n",
+                name.to_uppercase().replace("PUB CONST", "pub const")
+            ),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(out.join("bw_layout.rs"), rust).unwrap();
 }
 
 fn multiarch_include() -> Option<PathBuf> {

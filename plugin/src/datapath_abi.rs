@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
-    #[allow(non_upper_case_globals, dead_code)]
+    #[allow(dead_code)]
     mod c {
         include!(concat!(env!("OUT_DIR"), "/bw_layout.rs"));
     }
@@ -152,90 +152,90 @@ mod tests {
 
     #[test]
     fn bw_dir_layout_matches_c() {
-        assert_eq!(size_of::<BwDir>(), c::SIZEOF_bw_dir);
-        assert_eq!(offset_of!(BwDir, rate), c::OFFSETOF_bw_dir_rate);
-        assert_eq!(offset_of!(BwDir, cost_mult), c::OFFSETOF_bw_dir_cost_mult);
-        assert_eq!(offset_of!(BwDir, cost_shift), c::OFFSETOF_bw_dir_cost_shift);
-        assert_eq!(offset_of!(BwDir, burst_ns), c::OFFSETOF_bw_dir_burst_ns);
-        assert_eq!(offset_of!(BwDir, mark_ns), c::OFFSETOF_bw_dir_mark_ns);
-        assert_eq!(offset_of!(BwDir, drop_ns), c::OFFSETOF_bw_dir_drop_ns);
-        assert_eq!(offset_of!(BwDir, tat), c::OFFSETOF_bw_dir_tat);
-        assert_eq!(offset_of!(BwDir, packets), c::OFFSETOF_bw_dir_packets);
-        assert_eq!(offset_of!(BwDir, bytes), c::OFFSETOF_bw_dir_bytes);
+        assert_eq!(size_of::<BwDir>(), c::SIZEOF_BW_DIR);
+        assert_eq!(offset_of!(BwDir, rate), c::OFFSETOF_BW_DIR_RATE);
+        assert_eq!(offset_of!(BwDir, cost_mult), c::OFFSETOF_BW_DIR_COST_MULT);
+        assert_eq!(offset_of!(BwDir, cost_shift), c::OFFSETOF_BW_DIR_COST_SHIFT);
+        assert_eq!(offset_of!(BwDir, burst_ns), c::OFFSETOF_BW_DIR_BURST_NS);
+        assert_eq!(offset_of!(BwDir, mark_ns), c::OFFSETOF_BW_DIR_MARK_NS);
+        assert_eq!(offset_of!(BwDir, drop_ns), c::OFFSETOF_BW_DIR_DROP_NS);
+        assert_eq!(offset_of!(BwDir, tat), c::OFFSETOF_BW_DIR_TAT);
+        assert_eq!(offset_of!(BwDir, packets), c::OFFSETOF_BW_DIR_PACKETS);
+        assert_eq!(offset_of!(BwDir, bytes), c::OFFSETOF_BW_DIR_BYTES);
         assert_eq!(
             offset_of!(BwDir, drop_packets),
-            c::OFFSETOF_bw_dir_drop_packets
+            c::OFFSETOF_BW_DIR_DROP_PACKETS
         );
-        assert_eq!(offset_of!(BwDir, drop_bytes), c::OFFSETOF_bw_dir_drop_bytes);
+        assert_eq!(offset_of!(BwDir, drop_bytes), c::OFFSETOF_BW_DIR_DROP_BYTES);
         assert_eq!(
             offset_of!(BwDir, mark_packets),
-            c::OFFSETOF_bw_dir_mark_packets
+            c::OFFSETOF_BW_DIR_MARK_PACKETS
         );
     }
 
     #[test]
     fn bw_state_layout_matches_c() {
-        assert_eq!(size_of::<BwState>(), c::SIZEOF_bw_state);
-        assert_eq!(offset_of!(BwState, cgid), c::OFFSETOF_bw_state_cgid);
-        assert_eq!(offset_of!(BwState, abi), c::OFFSETOF_bw_state_abi);
-        assert_eq!(offset_of!(BwState, flags), c::OFFSETOF_bw_state_flags);
-        assert_eq!(offset_of!(BwState, dir), c::OFFSETOF_bw_state_dir);
+        assert_eq!(size_of::<BwState>(), c::SIZEOF_BW_STATE);
+        assert_eq!(offset_of!(BwState, cgid), c::OFFSETOF_BW_STATE_CGID);
+        assert_eq!(offset_of!(BwState, abi), c::OFFSETOF_BW_STATE_ABI);
+        assert_eq!(offset_of!(BwState, flags), c::OFFSETOF_BW_STATE_FLAGS);
+        assert_eq!(offset_of!(BwState, dir), c::OFFSETOF_BW_STATE_DIR);
         assert_eq!(
             offset_of!(BwState, clamp_budget),
-            c::OFFSETOF_bw_state_clamp_budget
+            c::OFFSETOF_BW_STATE_CLAMP_BUDGET
         );
         assert_eq!(
             offset_of!(BwState, acks_gated),
-            c::OFFSETOF_bw_state_acks_gated
+            c::OFFSETOF_BW_STATE_ACKS_GATED
         );
         assert_eq!(
             offset_of!(BwState, pacing_sets),
-            c::OFFSETOF_bw_state_pacing_sets
+            c::OFFSETOF_BW_STATE_PACING_SETS
         );
         assert_eq!(
             offset_of!(BwState, clamp_sets),
-            c::OFFSETOF_bw_state_clamp_sets
+            c::OFFSETOF_BW_STATE_CLAMP_SETS
         );
-        assert_eq!(offset_of!(BwState, epoch), c::OFFSETOF_bw_state_epoch);
-        assert_eq!(offset_of!(BwState, active), c::OFFSETOF_bw_state_active);
+        assert_eq!(offset_of!(BwState, epoch), c::OFFSETOF_BW_STATE_EPOCH);
+        assert_eq!(offset_of!(BwState, active), c::OFFSETOF_BW_STATE_ACTIVE);
         assert_eq!(
             offset_of!(BwState, active_bytes),
-            c::OFFSETOF_bw_state_active_bytes
+            c::OFFSETOF_BW_STATE_ACTIVE_BYTES
         );
     }
 
     #[test]
     fn bw_meta_layout_matches_c() {
-        assert_eq!(size_of::<BwMeta>(), c::SIZEOF_bw_meta);
-        assert_eq!(offset_of!(BwMeta, cgid), c::OFFSETOF_bw_meta_cgid);
+        assert_eq!(size_of::<BwMeta>(), c::SIZEOF_BW_META);
+        assert_eq!(offset_of!(BwMeta, cgid), c::OFFSETOF_BW_META_CGID);
         assert_eq!(
             offset_of!(BwMeta, created_ns),
-            c::OFFSETOF_bw_meta_created_ns
+            c::OFFSETOF_BW_META_CREATED_NS
         );
         assert_eq!(
             offset_of!(BwMeta, ingress_bps),
-            c::OFFSETOF_bw_meta_ingress_bps
+            c::OFFSETOF_BW_META_INGRESS_BPS
         );
         assert_eq!(
             offset_of!(BwMeta, egress_bps),
-            c::OFFSETOF_bw_meta_egress_bps
+            c::OFFSETOF_BW_META_EGRESS_BPS
         );
         assert_eq!(
             offset_of!(BwMeta, burst_bytes),
-            c::OFFSETOF_bw_meta_burst_bytes
+            c::OFFSETOF_BW_META_BURST_BYTES
         );
-        assert_eq!(offset_of!(BwMeta, source), c::OFFSETOF_bw_meta_source);
-        assert_eq!(offset_of!(BwMeta, path), c::OFFSETOF_bw_meta_path);
+        assert_eq!(offset_of!(BwMeta, source), c::OFFSETOF_BW_META_SOURCE);
+        assert_eq!(offset_of!(BwMeta, path), c::OFFSETOF_BW_META_PATH);
         assert_eq!(
             offset_of!(BwMeta, pod_namespace),
-            c::OFFSETOF_bw_meta_pod_namespace
+            c::OFFSETOF_BW_META_POD_NAMESPACE
         );
-        assert_eq!(offset_of!(BwMeta, pod_name), c::OFFSETOF_bw_meta_pod_name);
-        assert_eq!(offset_of!(BwMeta, pod_uid), c::OFFSETOF_bw_meta_pod_uid);
-        assert_eq!(offset_of!(BwMeta, container), c::OFFSETOF_bw_meta_container);
+        assert_eq!(offset_of!(BwMeta, pod_name), c::OFFSETOF_BW_META_POD_NAME);
+        assert_eq!(offset_of!(BwMeta, pod_uid), c::OFFSETOF_BW_META_POD_UID);
+        assert_eq!(offset_of!(BwMeta, container), c::OFFSETOF_BW_META_CONTAINER);
         assert_eq!(
             offset_of!(BwMeta, container_id),
-            c::OFFSETOF_bw_meta_container_id
+            c::OFFSETOF_BW_META_CONTAINER_ID
         );
     }
 

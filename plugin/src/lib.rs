@@ -13,3 +13,4 @@ pub mod datapath_abi;
 pub mod limiter;
 pub mod rate;
 pub mod testbed;
+pub mod testrun;

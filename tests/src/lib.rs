@@ -1,0 +1,38 @@
+//! Shared pieces of the integration suites and the benchmark.
+//!
+//! Privileged tests (BPF, cgroups, network namespaces) run only when
+//! `NRI_BANDWIDTH_PRIVILEGED=1` is set (`make test` sets it and runs as root), so a
+//! plain `cargo test` on a laptop still runs every pure test.
+
+pub mod tbf;
+
+use std::path::PathBuf;
+
+/// The one switch for privileged tests.
+pub const PRIVILEGED_ENV: &str = "NRI_BANDWIDTH_PRIVILEGED";
+
+/// True when privileged tests should run. Panics when the switch is on but the
+/// process is not root: a CI run that silently skipped them would prove nothing.
+pub fn privileged() -> bool {
+    let on = std::env::var(PRIVILEGED_ENV).is_ok_and(|v| v == "1");
+    if on {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "{PRIVILEGED_ENV}=1 needs root"
+        );
+    } else {
+        eprintln!("skipped: set {PRIVILEGED_ENV}=1 and run as root to run privileged tests");
+    }
+    on
+}
+
+/// A pin root private to one test, so tests never touch the host's real limits
+/// and can assert that they leave nothing behind.
+pub fn test_pin_root(tag: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/fs/bpf/nri-bandwidth-test-{tag}-{}",
+        std::process::id()
+    ))
+}
