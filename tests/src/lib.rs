@@ -36,3 +36,17 @@ pub fn test_pin_root(tag: &str) -> PathBuf {
         std::process::id()
     ))
 }
+
+/// A binary of the workspace (e.g. `bwctl`), next to the test executable's
+/// directory. `make test` builds them first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}

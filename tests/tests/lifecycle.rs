@@ -1,0 +1,369 @@
+//! Attaching, updating in place, detaching, surviving the death of whoever set a
+//! limit, cleaning up after removed cgroups, and leaving nothing behind — checked
+//! against what the kernel reports. Privileged: root and NRI_BANDWIDTH_PRIVILEGED=1.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nri_bandwidth::bpf_sys::{self, AttachType};
+use nri_bandwidth::cgroup::CgroupFs;
+use nri_bandwidth::limiter::{self, Datapath, Limit, Owner, Source};
+use nri_bandwidth::rate::Rate;
+use nri_bandwidth_tests::{privileged, test_pin_root};
+
+/// Tests here count kernel objects, so they must not overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A pin root and a parent cgroup private to one test, removed on drop.
+struct Fixture {
+    root: PathBuf,
+    cgfs: CgroupFs,
+    parent: PathBuf,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        let cgfs = CgroupFs::detect().expect("cgroup v2 mount");
+        let parent = cgfs
+            .create(&format!(
+                "/nri-bandwidth-test/life-{tag}-{}",
+                std::process::id()
+            ))
+            .unwrap();
+        Fixture {
+            root: test_pin_root(tag),
+            cgfs,
+            parent,
+        }
+    }
+    fn cgroup(&self, name: &str) -> (PathBuf, String) {
+        let dir = self
+            .cgfs
+            .create(&format!(
+                "{}/{name}",
+                self.cgfs.relative(&self.parent).unwrap()
+            ))
+            .unwrap();
+        let rel = self.cgfs.relative(&dir).unwrap();
+        (dir, rel)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = limiter::remove_tree(&self.root);
+        if let Ok(rd) = std::fs::read_dir(&self.parent) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.parent);
+        let _ = std::fs::remove_dir(self.parent.parent().unwrap());
+    }
+}
+
+fn rate(s: &str) -> Option<Rate> {
+    Some(Rate::parse(s).unwrap())
+}
+
+fn attached(dir: &Path) -> [usize; 3] {
+    let fd = bpf_sys::open_dir(dir).unwrap();
+    [
+        AttachType::CgroupInetIngress,
+        AttachType::CgroupInetEgress,
+        AttachType::CgroupSockOps,
+    ]
+    .map(|at| bpf_sys::prog_query(fd.as_fd(), at).unwrap().len())
+}
+
+/// Programs and maps named like ours, and links to programs named like ours.
+fn our_kernel_objects() -> (usize, usize, usize) {
+    let progs: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("bw_")))
+        .map(|p| p.id())
+        .collect();
+    let maps = aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str().is_some_and(|n| n.starts_with("bw_")))
+        .count();
+    let links = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| progs.contains(&l.program_id()))
+        .count();
+    (progs.len(), maps, links)
+}
+
+#[test]
+fn limit_update_unlimit_round_trip() {
+    if !privileged() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = Fixture::new("rt");
+    let (dir, rel) = fx.cgroup("pod");
+    let dp = Datapath::open(&fx.root).unwrap();
+
+    let owner = Owner {
+        source: Source::Annotation,
+        pod_namespace: "ns".into(),
+        pod_name: "p".into(),
+        ..Owner::default()
+    };
+    let id = dp
+        .limit(
+            &dir,
+            &rel,
+            &Limit {
+                ingress: rate("10M"),
+                egress: rate("20M"),
+                ..Limit::default()
+            },
+            &owner,
+        )
+        .unwrap();
+    assert_eq!(id, fx.cgfs.id(&dir).unwrap());
+    assert_eq!(attached(&dir), [1, 1, 1], "one program per hook");
+    let e = dp.entry(id).unwrap().expect("listed");
+    assert_eq!(
+        (e.ingress_bps, e.egress_bps, e.path.as_str()),
+        (Some(10_000_000), Some(20_000_000), rel.as_str())
+    );
+    assert_eq!(e.owner, owner);
+    assert!(e.attached);
+
+    // Update in place: the same links stay attached.
+    let link = dp.pin_dir().join(format!("links/{id}/ingress"));
+    let before = bpf_sys::link_info(bpf_sys::obj_get(&link).unwrap().as_fd()).unwrap();
+    dp.limit(
+        &dir,
+        &rel,
+        &Limit {
+            ingress: rate("50M"),
+            egress: None,
+            ..Limit::default()
+        },
+        &owner,
+    )
+    .unwrap();
+    let after = bpf_sys::link_info(bpf_sys::obj_get(&link).unwrap().as_fd()).unwrap();
+    assert_eq!(before.id, after.id, "an update must not re-attach");
+    assert_eq!(attached(&dir), [1, 1, 1]);
+    let e = dp.entry(id).unwrap().unwrap();
+    assert_eq!((e.ingress_bps, e.egress_bps), (Some(50_000_000), None));
+
+    assert!(dp.unlimit(id, Duration::ZERO).unwrap());
+    assert_eq!(attached(&dir), [0, 0, 0], "unlimit must detach everything");
+    assert!(dp.entry(id).unwrap().is_none());
+    assert!(!dp.pin_dir().join(format!("links/{id}")).exists());
+    assert!(
+        !dp.unlimit(id, Duration::ZERO).unwrap(),
+        "a second unlimit has nothing to do"
+    );
+
+    // Bad requests change nothing.
+    assert!(
+        dp.limit(&dir, &rel, &Limit::default(), &owner).is_err(),
+        "a limit without rates is refused"
+    );
+    let gone = fx.parent.join("does-not-exist");
+    assert!(
+        dp.limit(
+            &gone,
+            "/x",
+            &Limit {
+                ingress: rate("1M"),
+                ..Limit::default()
+            },
+            &owner
+        )
+        .is_err()
+    );
+    assert!(dp.list().unwrap().is_empty());
+}
+
+#[test]
+fn two_hundred_cgroups_limited_and_unlimited_leave_no_kernel_object() {
+    if !privileged() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = Fixture::new("leak");
+    let dp = Datapath::open(&fx.root).unwrap();
+    let base = our_kernel_objects();
+    let mut made = Vec::new();
+    for i in 0..200 {
+        let (dir, rel) = fx.cgroup(&format!("c{i}"));
+        let id = dp
+            .limit(
+                &dir,
+                &rel,
+                &Limit {
+                    ingress: rate("5M"),
+                    egress: rate("5M"),
+                    ..Limit::default()
+                },
+                &Owner::default(),
+            )
+            .unwrap();
+        made.push((id, dir));
+    }
+    let during = our_kernel_objects();
+    assert_eq!(during.2, base.2 + 600, "three links per cgroup");
+    assert_eq!(dp.list().unwrap().len(), 200);
+    for (id, dir) in &made {
+        assert!(dp.unlimit(*id, Duration::ZERO).unwrap());
+        fx.cgfs.remove(dir).unwrap();
+    }
+    // Link release is synchronous on unpin; give RCU-deferred frees a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(our_kernel_objects(), base, "programs, maps or links leaked");
+    assert!(dp.list().unwrap().is_empty());
+    let left: Vec<_> = std::fs::read_dir(dp.pin_dir().join("links"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "link pins left: {left:?}");
+}
+
+#[test]
+fn limit_outlives_a_killed_setter_and_reconcile_cleans_removed_cgroups() {
+    if !privileged() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = Fixture::new("kill");
+    let (dir, rel) = fx.cgroup("pod");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_limit-and-hang"))
+        .args([fx.root.to_str().unwrap(), &rel, "30M", "40M"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("limited "), "helper said {line:?}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert_eq!(
+        attached(&dir),
+        [1, 1, 1],
+        "the limit must outlive the process that set it"
+    );
+    let dp = Datapath::open(&fx.root).unwrap();
+    let e = &dp.list().unwrap()[0];
+    assert_eq!(
+        (e.ingress_bps, e.egress_bps, e.attached),
+        (Some(30_000_000), Some(40_000_000), true)
+    );
+
+    // The cgroup goes away (the runtime removed the pod while nobody watched).
+    fx.cgfs.remove(&dir).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let stale = dp.list().unwrap();
+    assert!(!stale[0].attached, "a removed cgroup's links are defunct");
+    assert_eq!(dp.reconcile().unwrap(), vec![e.cgroup_id]);
+    assert!(dp.list().unwrap().is_empty());
+}
+
+fn bwctl(args: &[&str], root: &Path) -> (i32, String, String) {
+    let out = Command::new(nri_bandwidth_tests::workspace_bin("bwctl"))
+        .args(args)
+        .env("NRI_BANDWIDTH_PIN_ROOT", root)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn bwctl_contract() {
+    if !privileged() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = Fixture::new("cli");
+    let (_dir, rel) = fx.cgroup("pod");
+    let root = fx.root.as_path();
+
+    let (code, _, err) = bwctl(&["limit", "--cgroup", &rel, "--ingress", "10Mbps"], root);
+    assert_eq!(code, 2, "a malformed rate is a usage error");
+    assert!(
+        err.contains("10Mbps") && err.contains("bits per second"),
+        "{err}"
+    );
+    let (code, _, err) = bwctl(&["limit", "--cgroup", &rel, "--ingress", "10m"], root);
+    assert_eq!(code, 2);
+    assert!(err.contains("unreasonably small"), "{err}");
+    let (code, _, err) = bwctl(
+        &["limit", "--cgroup", "/no/such/cgroup", "--ingress", "10M"],
+        root,
+    );
+    assert_eq!(code, 1, "a missing cgroup is a runtime failure");
+    assert!(
+        err.contains("/no/such/cgroup") && err.contains("does not exist"),
+        "{err}"
+    );
+    let (code, _, err) = bwctl(
+        &["limit", "--cgroup", "/../../etc", "--ingress", "10M"],
+        root,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("outside"), "{err}");
+
+    let (code, out, err) = bwctl(
+        &[
+            "limit",
+            "--cgroup",
+            &rel,
+            "--ingress",
+            "10M",
+            "--egress",
+            "1.5G",
+        ],
+        root,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10M") && out.contains("1500M"), "{out}");
+    let (code, out, _) = bwctl(&["list", "--json"], root);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["path"], rel.as_str());
+    assert_eq!(v[0]["ingress_bps"], 10_000_000);
+    assert_eq!(v[0]["egress_bps"], 1_500_000_000);
+    assert_eq!(v[0]["owner"]["source"], "manual");
+    let (code, out, _) = bwctl(&["list"], root);
+    assert_eq!(code, 0);
+    assert!(out.contains(&rel) && out.contains("10.00M"), "{out}");
+    let (code, out, _) = bwctl(&["stats", "--json", "--interval", "0.2"], root);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v[0]["ingress_limit_bps"], 10_000_000);
+
+    let (code, _, err) = bwctl(&["unlimit", "--cgroup", &rel], root);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = bwctl(&["unlimit", "--cgroup", &rel], root);
+    assert_eq!(code, 1, "unlimiting an unlimited cgroup fails");
+    assert!(err.contains("no limit"), "{err}");
+
+    // Not root: a clear message, exit 1, nothing touched.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(nri_bandwidth_tests::workspace_bin("bwctl"))
+        .args(["list"])
+        .env("NRI_BANDWIDTH_PIN_ROOT", root)
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running as root"));
+}
