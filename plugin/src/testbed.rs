@@ -138,13 +138,14 @@ impl Testbed {
 
     /// A command that will run inside the workload: in the cgroup and the namespace.
     pub fn workload_command(&self, program: &str) -> io::Result<Command> {
-        let procs = CString::new(
-            self.cgroup
-                .join("cgroup.procs")
-                .as_os_str()
-                .as_encoded_bytes(),
-        )
-        .map_err(io::Error::other)?;
+        self.command_in(&self.cgroup, program)
+    }
+
+    /// A command that will run in the workload's namespace and in `cgroup` (for
+    /// example a child cgroup standing in for one container of a pod).
+    pub fn command_in(&self, cgroup: &std::path::Path, program: &str) -> io::Result<Command> {
+        let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
+            .map_err(io::Error::other)?;
         let ns = std::fs::File::open(format!("/var/run/netns/{}", self.ns))?;
         let mut cmd = Command::new(program);
         // SAFETY: only async-signal-safe calls (open, write, close, setns) on data
@@ -171,8 +172,19 @@ impl Testbed {
 
     /// Starts a long-running process in the workload; it is killed on drop.
     pub fn spawn_in_workload(&mut self, program: &str, args: &[&str]) -> io::Result<u32> {
+        let cg = self.cgroup.clone();
+        self.spawn_in(&cg, program, args)
+    }
+
+    /// Starts a long-running process in the workload's namespace and `cgroup`.
+    pub fn spawn_in(
+        &mut self,
+        cgroup: &std::path::Path,
+        program: &str,
+        args: &[&str],
+    ) -> io::Result<u32> {
         let child = self
-            .workload_command(program)?
+            .command_in(cgroup, program)?
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -185,8 +197,18 @@ impl Testbed {
 
     /// Starts `iperf3 -s` in the workload and waits until it listens.
     pub fn start_iperf3_server(&mut self, port: u16) -> io::Result<()> {
+        let cg = self.cgroup.clone();
+        self.start_iperf3_server_in(&cg, port)
+    }
+
+    /// Starts `iperf3 -s` in the workload's namespace and `cgroup`.
+    pub fn start_iperf3_server_in(
+        &mut self,
+        cgroup: &std::path::Path,
+        port: u16,
+    ) -> io::Result<()> {
         need("iperf3", "iperf3")?;
-        self.spawn_in_workload("iperf3", &["-s", "-p", &port.to_string()])?;
+        self.spawn_in(cgroup, "iperf3", &["-s", "-p", &port.to_string()])?;
         for _ in 0..100 {
             let out = Command::new("ip")
                 .args([
@@ -223,6 +245,13 @@ impl Drop for Testbed {
             .args(["qdisc", "del", "dev", &self.host_if, "root"])
             .output();
         if !self.cgroup.as_os_str().is_empty() {
+            if let Ok(rd) = std::fs::read_dir(&self.cgroup) {
+                for e in rd.flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
             // Processes may take a moment to leave after being killed.
             for _ in 0..50 {
                 if self.cgfs.remove(&self.cgroup).is_ok() || !self.cgroup.exists() {

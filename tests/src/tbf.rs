@@ -120,12 +120,28 @@ fn quiet(args: &[&str]) {
         .status();
 }
 
-fn tbf_args<'a>(dev: &'a str, rate: &'a str, burst: &'a str, latency: &'a str) -> [&'a str; 14] {
+/// The plugin's tbf: `tc qdisc add dev <dev> root tbf rate <R>bit burst <B> latency 25ms`.
+fn tbf_args(dev: &str, rate: Rate, burst: u64) -> Vec<String> {
+    let rate = format!("{}bit", rate.bits_per_sec());
+    let latency = format!("{LATENCY_MS}ms");
     [
-        "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", burst, "latency",
-        latency, // keep the plugin's order of parameters
-        "",
+        "tc",
+        "qdisc",
+        "add",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        &rate,
+        "burst",
+        &burst.to_string(),
+        "latency",
+        &latency,
     ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// tc state made on one host-side interface; removed on drop.
@@ -209,11 +225,8 @@ impl Tbf {
     }
 
     fn add_tbf(&self, dev: &str) -> Result<()> {
-        let rate = format!("{}bit", self.rate.bits_per_sec());
-        let burst = self.burst.to_string();
-        let latency = format!("{LATENCY_MS}ms");
-        let args = tbf_args(dev, &rate, &burst, &latency);
-        run(&args[..13])
+        let args = tbf_args(dev, self.rate, self.burst);
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     pub fn direction(&self) -> Direction {
@@ -280,9 +293,9 @@ mod tests {
 
     #[test]
     fn tbf_command_matches_the_plugin() {
-        let a = tbf_args("nbh1", "100000000bit", "250000", "25ms");
+        let a = tbf_args("nbh1", Rate::parse("100M").unwrap(), 250_000);
         assert_eq!(
-            a[..13].join(" "),
+            a.join(" "),
             "tc qdisc add dev nbh1 root tbf rate 100000000bit burst 250000 latency 25ms"
         );
     }

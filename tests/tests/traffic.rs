@@ -1,0 +1,267 @@
+//! Real TCP and UDP traffic between the root namespace and a namespace + cgroup
+//! standing in for a pod. Bounds are wide (a noisy 2-core machine); the benchmark
+//! reports precise figures. Privileged: root and NRI_BANDWIDTH_PRIVILEGED=1.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nri_bandwidth::cgroup::CgroupFs;
+use nri_bandwidth::limiter::{self, Datapath, Limit, Owner};
+use nri_bandwidth::rate::Rate;
+use nri_bandwidth::testbed::{Iperf3, Testbed};
+use nri_bandwidth_tests::{privileged, test_pin_root};
+
+/// Traffic tests would distort each other's rates on two cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const PORT: u16 = 5201;
+const LOW: f64 = 0.80;
+const HIGH: f64 = 1.05;
+
+struct Env {
+    tb: Testbed,
+    dp: Datapath,
+    root: std::path::PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = limiter::remove_tree(&self.root);
+    }
+}
+
+fn env(tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Env)> {
+    if !privileged() {
+        return None;
+    }
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cgfs = CgroupFs::detect().unwrap();
+    let mut tb = Testbed::create(&cgfs, tag).expect("testbed");
+    tb.start_iperf3_server(PORT).unwrap();
+    let root = test_pin_root(tag);
+    let dp = Datapath::open(&root).unwrap();
+    Some((g, Env { tb, dp, root }))
+}
+
+fn limit(e: &Env, ingress: Option<&str>, egress: Option<&str>) -> u64 {
+    let l = Limit {
+        ingress: ingress.map(|r| Rate::parse(r).unwrap()),
+        egress: egress.map(|r| Rate::parse(r).unwrap()),
+        ..Limit::default()
+    };
+    e.dp.limit(&e.tb.cgroup, &e.tb.cgroup_rel, &l, &Owner::default())
+        .unwrap()
+}
+
+fn goodput(target: std::net::IpAddr, reverse: bool, cc: &str, streams: u32, secs: u32) -> f64 {
+    let mut c = Iperf3::new(target, PORT);
+    c.reverse = reverse;
+    c.congestion = Some(cc.into());
+    c.streams = streams;
+    c.seconds = secs;
+    c.run().expect("iperf3").received_bps
+}
+
+fn assert_near(what: &str, got: f64, limit: f64) {
+    let r = got / limit;
+    assert!(
+        (LOW..=HIGH).contains(&r),
+        "{what}: {:.1} Mbit/s is {r:.3} of the {:.0} Mbit/s limit",
+        got / 1e6,
+        limit / 1e6
+    );
+    eprintln!("{what}: {r:.3} of the limit");
+}
+
+#[test]
+fn tcp_is_held_at_the_limit_both_ways_ipv4_ipv6_cubic_bbr() {
+    let Some((_g, e)) = env("tcp") else { return };
+    let unlimited = goodput(e.tb.peer_v4, false, "cubic", 1, 2);
+    assert!(
+        unlimited > 3.0 * 50e6,
+        "the testbed must be able to exceed the limit ({unlimited})"
+    );
+    limit(&e, Some("50M"), Some("50M"));
+    for (v6, cc) in [
+        (false, "cubic"),
+        (true, "bbr"),
+        (false, "bbr"),
+        (true, "cubic"),
+    ] {
+        let target = if v6 { e.tb.peer_v6 } else { e.tb.peer_v4 };
+        for reverse in [false, true] {
+            let what = format!(
+                "{} {} {cc}",
+                if v6 { "IPv6" } else { "IPv4" },
+                if reverse { "egress" } else { "ingress" }
+            );
+            assert_near(&what, goodput(target, reverse, cc, 1, 4), 50e6);
+        }
+    }
+}
+
+#[test]
+fn eight_streams_share_the_budget() {
+    let Some((_g, e)) = env("multi") else { return };
+    limit(&e, Some("40M"), Some("40M"));
+    assert_near(
+        "8 streams ingress",
+        goodput(e.tb.peer_v4, false, "cubic", 8, 4),
+        40e6,
+    );
+    assert_near(
+        "8 streams egress",
+        goodput(e.tb.peer_v4, true, "bbr", 8, 4),
+        40e6,
+    );
+}
+
+#[test]
+fn loopback_inside_the_workload_is_not_limited() {
+    let Some((_g, mut e)) = env("lo") else { return };
+    limit(&e, Some("10M"), Some("10M"));
+    e.tb.spawn_in_workload("iperf3", &["-s", "-p", "5301"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out =
+        e.tb.workload_command("iperf3")
+            .unwrap()
+            .args(["-c", "127.0.0.1", "-p", "5301", "-t", "2", "-J"])
+            .output()
+            .unwrap();
+    let r = nri_bandwidth::testbed::parse_iperf3(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert!(
+        r.received_bps > 10.0 * 10e6,
+        "loopback ran at {} bit/s under a 10M limit",
+        r.received_bps
+    );
+}
+
+#[test]
+fn udp_is_policed_to_the_limit() {
+    let Some((_g, e)) = env("udp") else { return };
+    let id = limit(&e, Some("20M"), Some("20M"));
+    for reverse in [false, true] {
+        let before = e.dp.entry(id).unwrap().unwrap();
+        let t = Instant::now();
+        let mut cmd = std::process::Command::new("iperf3");
+        cmd.args([
+            "-c",
+            &e.tb.peer_v4.to_string(),
+            "-p",
+            &PORT.to_string(),
+            "-u",
+            "-b",
+            "100M",
+            "-t",
+            "3",
+            "-J",
+        ]);
+        if reverse {
+            cmd.arg("-R");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success() || !out.stdout.is_empty(),
+            "iperf3 -u failed"
+        );
+        let secs = t.elapsed().as_secs_f64();
+        let after = e.dp.entry(id).unwrap().unwrap();
+        let (b, a) = if reverse {
+            (before.egress, after.egress)
+        } else {
+            (before.ingress, after.ingress)
+        };
+        let passed_bps = (a.bytes - b.bytes) as f64 * 8.0 / secs;
+        let dropped = a.dropped_packets - b.dropped_packets;
+        eprintln!(
+            "UDP {}: passed {:.1} Mbit/s, dropped {dropped}",
+            if reverse { "egress" } else { "ingress" },
+            passed_bps / 1e6
+        );
+        assert!(
+            dropped > 1000,
+            "offered 5x the limit, the policer must drop"
+        );
+        assert!(
+            passed_bps < 1.10 * 20e6,
+            "UDP passed {passed_bps} bit/s through a 20M limit"
+        );
+        assert!(passed_bps > 0.30 * 20e6, "UDP starved: {passed_bps} bit/s");
+    }
+}
+
+#[test]
+fn pod_limit_is_shared_by_its_containers() {
+    let Some((_g, mut e)) = env("pod") else {
+        return;
+    };
+    // Two "containers" below the limited pod cgroup, each with its own server.
+    let cgfs = CgroupFs::detect().unwrap();
+    let mut ports = Vec::new();
+    for (i, port) in [(0, 5211u16), (1, 5212u16)] {
+        let dir = cgfs.create(&format!("{}/c{i}", e.tb.cgroup_rel)).unwrap();
+        e.tb.start_iperf3_server_in(&dir, port).unwrap();
+        ports.push(port);
+    }
+    limit(&e, None, Some("40M"));
+    let target = e.tb.peer_v4;
+    let runs: Vec<_> = ports
+        .iter()
+        .map(|&p| {
+            std::thread::spawn(move || {
+                let mut c = Iperf3::new(target, p);
+                c.reverse = true;
+                c.seconds = 4;
+                c.run().expect("iperf3").received_bps
+            })
+        })
+        .collect();
+    let rates: Vec<f64> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+    let sum: f64 = rates.iter().sum();
+    eprintln!(
+        "containers: {:?} Mbit/s",
+        rates.iter().map(|r| r / 1e6).collect::<Vec<_>>()
+    );
+    assert_near("pod total over two containers", sum, 40e6);
+    assert!(
+        rates.iter().all(|&r| r > 0.15 * 40e6),
+        "one container starved: {rates:?}"
+    );
+}
+
+#[test]
+fn a_rate_change_applies_to_running_flows() {
+    let Some((_g, e)) = env("chg") else { return };
+    let id = limit(&e, None, Some("20M"));
+    let target = e.tb.peer_v4;
+    let run = std::thread::spawn(move || {
+        let mut c = Iperf3::new(target, PORT);
+        c.reverse = true;
+        c.seconds = 6;
+        c.omit = 0;
+        c.run().expect("iperf3")
+    });
+    std::thread::sleep(Duration::from_millis(3000));
+    let l = Limit {
+        egress: Some(Rate::parse("80M").unwrap()),
+        ..Limit::default()
+    };
+    assert_eq!(
+        e.dp.limit(&e.tb.cgroup, &e.tb.cgroup_rel, &l, &Owner::default())
+            .unwrap(),
+        id
+    );
+    let r = run.join().unwrap();
+    let iv = &r.intervals_bps;
+    assert!(iv.len() >= 6, "intervals: {iv:?}");
+    let early = (iv[1] + iv[2]) / 2.0;
+    let late = (iv[iv.len() - 2] + iv[iv.len() - 1]) / 2.0;
+    eprintln!(
+        "before the change {:.1} Mbit/s, after {:.1} Mbit/s",
+        early / 1e6,
+        late / 1e6
+    );
+    assert!((LOW..=HIGH).contains(&(early / 20e6)), "before: {early}");
+    assert!((LOW..=HIGH).contains(&(late / 80e6)), "after: {late}");
+}
