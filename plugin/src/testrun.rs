@@ -124,11 +124,13 @@ impl TestDatapath {
         skb[OFFSETOF___SK_BUFF_GSO_SEGS..][..4].copy_from_slice(&ctx.gso_segs.to_ne_bytes());
         skb[OFFSETOF___SK_BUFF_GSO_SIZE..][..4].copy_from_slice(&ctx.gso_size.to_ne_bytes());
         let mut out = vec![0u8; packet.len() + 256];
-        let mut opts = TestRunOptions::default();
-        opts.data_in = Some(packet);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&skb);
-        opts.repeat = repeat.max(1);
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ctx_in: Some(&skb),
+            repeat: repeat.max(1),
+            ..TestRunOptions::default()
+        };
         let r = p.test_run(opts).map_err(|e| {
             let cause = std::error::Error::source(&e)
                 .map(|c| format!(": {c}"))
@@ -212,7 +214,7 @@ pub fn packet(v6: bool, l4: L4, ecn: u8) -> Vec<u8> {
     if v6 {
         f.extend_from_slice(&0x86ddu16.to_be_bytes());
         let mut ip = vec![0u8; 40];
-        ip[0] = 0x60 | 0; // version 6, traffic class high nibble 0
+        ip[0] = 0x60; // version 6, traffic class high nibble 0
         ip[1] = ecn << 4; // traffic class low nibble holds the ECN bits
         ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
         ip[6] = proto;

@@ -1,0 +1,52 @@
+# nri-bandwidth — the two commands that matter are at the top of README.md:
+#   make demo   install what is missing, build, show the limiter on real traffic
+#   make test   install what is missing, build, run the whole suite (root for most of it)
+
+CARGO ?= cargo
+# Debian packages the build, the tests and the demo need.
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod
+PRIV := NRI_BANDWIDTH_PRIVILEGED=1
+
+.PHONY: all deps build release demo test unit lint bench clean
+
+all: build
+
+# Installs only what is missing, so repeated runs cost nothing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo (Rust >= 1.87) is required: install it with rustup" >&2; exit 1; }
+	@modprobe ifb 2>/dev/null || true
+
+build: deps
+	$(CARGO) build --workspace
+
+release: deps
+	$(CARGO) build --workspace --release
+
+demo: release
+	./target/release/bwctl demo
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Pure tests only (no root needed).
+unit: deps
+	$(CARGO) test --workspace
+
+# The whole suite: lint, pure tests, in-kernel tests, lifecycle and traffic tests.
+test: lint build
+	@if [ "$$(id -u)" != 0 ]; then echo "make test runs privileged tests: run it as root" >&2; exit 1; fi
+	$(PRIV) $(CARGO) test --workspace
+
+# Not part of `make test`: minutes of traffic. Prints a markdown table.
+bench: release
+	./target/release/bw-bench --out docs/bench-latest.md --json docs/bench-latest.json
+
+clean:
+	$(CARGO) clean
