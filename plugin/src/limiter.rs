@@ -503,6 +503,30 @@ impl Datapath {
         })
     }
 
+    /// Removes the datapath itself (programs and maps) once nothing is limited, for
+    /// uninstalling. Refuses while any limit exists.
+    pub fn purge(self) -> Result<()> {
+        let left = self.list()?;
+        if !left.is_empty() {
+            return Err(LimiterError::Io {
+                what: format!(
+                    "{} limit(s) still set; not removing the datapath at",
+                    left.len()
+                ),
+                path: self.dir.clone(),
+                err: io::Error::from(io::ErrorKind::ResourceBusy),
+            });
+        }
+        let dir = self.dir.clone();
+        drop(self);
+        remove_tree(&dir).map_err(io_err("removing", &dir))?;
+        if let Some(root) = dir.parent() {
+            // Only succeeds when no other ABI version is pinned there.
+            let _ = std::fs::remove_dir(root);
+        }
+        Ok(())
+    }
+
     /// Removes limits whose cgroup no longer exists (its links are defunct) and any
     /// half-made entry. Returns the cgroup ids removed.
     pub fn reconcile(&self) -> Result<Vec<u64>> {

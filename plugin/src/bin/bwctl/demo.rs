@@ -21,6 +21,8 @@ pub fn run(pin_root: &Path, cgfs: &CgroupFs, rate: Rate, seconds: u32) -> Result
         cgfs.root().display(),
         pin_root.display()
     );
+    // A demo on a node that had no datapath leaves none behind.
+    let preexisting = nri_bandwidth::limiter::abi_dir(pin_root).exists();
     let dp = Datapath::open(pin_root).context("loading the datapath")?;
     let mut tb = Testbed::create(cgfs, "demo").context("creating the demo namespace and cgroup")?;
     println!(
@@ -79,6 +81,9 @@ pub fn run(pin_root: &Path, cgfs: &CgroupFs, rate: Rate, seconds: u32) -> Result
     );
     println!("\n(goodput counts TCP payload; the limit counts IP bytes, so ~0.96 is a full pipe)");
     drop(tb);
+    if !preexisting {
+        dp.purge()?;
+    }
     println!("cleaned up: namespace, veth, cgroup and limit removed");
     Ok(())
 }

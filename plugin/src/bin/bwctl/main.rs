@@ -72,6 +72,9 @@ enum Cmd {
         /// Remove every limit on this host.
         #[arg(long, conflicts_with_all = ["cgroup", "id"])]
         all: bool,
+        /// With --all: also unload the programs and maps (uninstall).
+        #[arg(long, requires = "all")]
+        purge: bool,
     },
     /// List limited cgroups with their limits and counters.
     List {
@@ -176,7 +179,12 @@ fn run(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Unlimit { cgroup, id, all } => {
+        Cmd::Unlimit {
+            cgroup,
+            id,
+            all,
+            purge,
+        } => {
             let Some(dp) = Datapath::open_existing(&cli.pin_root)? else {
                 if *all {
                     return Ok(());
@@ -200,6 +208,10 @@ fn run(cli: &Cli) -> Result<()> {
                     return Err(LimiterError::NotLimited(name).into());
                 }
                 println!("unlimited {name}");
+            }
+            if *purge {
+                dp.purge()?;
+                println!("removed the datapath from {}", cli.pin_root.display());
             }
             Ok(())
         }
