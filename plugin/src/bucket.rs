@@ -10,6 +10,11 @@ use crate::datapath_abi::BwDir;
 /// idling to 20 ms worth of its rate (runtimes hand CNI 512 MiB instead).
 pub const DEFAULT_BURST_NS: u64 = 20_000_000;
 
+/// The datapath reads a tick-granular clock (1-4 ms steps) per packet, so a bucket
+/// shallower than a few ticks would starve between ticks: operators' bursts are
+/// raised to at least this much time at the rate.
+pub const MIN_BURST_NS: u64 = 10_000_000;
+
 /// A bucket must admit one GSO/GRO super-packet (64 KiB of payload plus headers),
 /// otherwise such packets could never pass at low rates.
 pub const MIN_BURST_BYTES: u64 = 64 * 1024 + 4096;
@@ -49,10 +54,13 @@ pub fn ns_for(bytes: u64, bytes_per_sec: u64) -> u64 {
 }
 
 /// The burst in bytes: the operator's value, or [`DEFAULT_BURST_NS`] of the rate,
-/// never below one super-packet.
+/// never below one super-packet nor [`MIN_BURST_NS`] of the rate.
 pub fn burst_bytes(bytes_per_sec: u64, burst: Option<u64>) -> u64 {
-    let default = (bytes_per_sec as u128 * DEFAULT_BURST_NS as u128 / NS_PER_SEC) as u64;
-    burst.unwrap_or(default).max(MIN_BURST_BYTES)
+    let of = |ns: u64| (bytes_per_sec as u128 * ns as u128 / NS_PER_SEC) as u64;
+    burst
+        .unwrap_or(of(DEFAULT_BURST_NS))
+        .max(MIN_BURST_BYTES)
+        .max(of(MIN_BURST_NS))
 }
 
 /// Configuration fields of one direction; bucket state and counters are left zero
@@ -129,8 +137,13 @@ mod tests {
     fn default_burst_is_20ms_of_rate_but_at_least_one_super_packet() {
         assert_eq!(burst_bytes(125_000_000, None), 2_500_000); // 1 Gbit/s
         assert_eq!(burst_bytes(1_250_000, None), MIN_BURST_BYTES); // 10 Mbit/s
-        assert_eq!(burst_bytes(125_000_000, Some(1 << 20)), 1 << 20);
-        assert_eq!(burst_bytes(125_000_000, Some(1500)), MIN_BURST_BYTES);
+        assert_eq!(burst_bytes(125_000_000, Some(4 << 20)), 4 << 20);
+        assert_eq!(
+            burst_bytes(125_000_000, Some(1500)),
+            1_250_000,
+            "at least 10 ms"
+        );
+        assert_eq!(burst_bytes(1_250_000, Some(1500)), MIN_BURST_BYTES);
     }
 
     #[test]

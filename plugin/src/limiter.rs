@@ -569,26 +569,14 @@ fn now_unix_ns() -> u64 {
 }
 
 /// Serialises loading and limit changes between our processes (daemon, hook,
-/// bwctl). bpffs cannot hold a lock file, so it lives in /run.
+/// bwctl) with an flock on the pin root directory itself, so there is no lock file
+/// to leave behind.
 fn lock(root: &Path) -> Result<File> {
-    let name: String = root
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let dir = Path::new("/run/nri-bandwidth");
-    std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let path = dir.join(format!("lock{name}"));
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("opening lock", &path))?;
+    let f = File::open(root).map_err(io_err("opening", root))?;
     use std::os::fd::AsRawFd;
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io_err("locking", &path)(io::Error::last_os_error()));
+        return Err(io_err("locking", root)(io::Error::last_os_error()));
     }
     Ok(f)
 }

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use aya::Ebpf;
-use aya::maps::HashMap;
+use aya::maps::Array;
 use aya::programs::{CgroupSkb, TestRun, TestRunOptions};
+use aya::{Ebpf, EbpfLoader};
 
 use crate::datapath_abi::{BPF_OBJECT, BwState};
 
@@ -72,7 +72,10 @@ pub struct SkbCtx {
 impl TestDatapath {
     /// Loads a private copy of the programs (nothing is pinned or attached).
     pub fn load() -> Result<Self, String> {
-        let mut ebpf = Ebpf::load(BPF_OBJECT).map_err(|e| format!("loading object: {e}"))?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("bw_test_mode", &1u32, true)
+            .load(BPF_OBJECT)
+            .map_err(|e| format!("loading object: {e}"))?;
         for p in [Prog::Ingress, Prog::Egress, Prog::Empty] {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(p.name())
@@ -89,14 +92,14 @@ impl TestDatapath {
     }
 
     pub fn set_state(&mut self, st: &BwState) {
-        let mut m: HashMap<_, u32, BwState> =
-            HashMap::try_from(self.ebpf.map_mut("bw_test_state").expect("map")).expect("map type");
-        m.insert(0u32, *st, 0).expect("updating bw_test_state");
+        let mut m: Array<_, BwState> =
+            Array::try_from(self.ebpf.map_mut("bw_test_state").expect("map")).expect("map type");
+        m.set(0, *st, 0).expect("updating bw_test_state");
     }
 
     pub fn state(&self) -> BwState {
-        let m: HashMap<_, u32, BwState> =
-            HashMap::try_from(self.ebpf.map("bw_test_state").expect("map")).expect("map type");
+        let m: Array<_, BwState> =
+            Array::try_from(self.ebpf.map("bw_test_state").expect("map")).expect("map type");
         m.get(&0, 0).expect("reading bw_test_state")
     }
 

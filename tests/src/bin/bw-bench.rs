@@ -233,7 +233,8 @@ struct Rtt {
     sent: u32,
 }
 
-/// What our datapath counted in the tested direction during one run.
+/// What our datapath counted during one run (packets, bytes, drops and marks of the
+/// tested direction; ACK-gate, pacing and clamp events of the whole cgroup).
 #[derive(Clone, Debug, Serialize)]
 struct OursCounters {
     cgroup_id: u64,
@@ -999,10 +1000,12 @@ impl Bench<'_> {
             cgid,
             done: false,
         };
+        // The kernel keeps a cgroup's counters across unlimit/limit: report the delta.
+        let before = dp.entry(cgid).ok().flatten().map(|e| counters(&e, dir));
         let mut run = self.measure("ours", dir, streams, cc, Some(rate.bits_per_sec()));
         run.burst_bytes = Some(bucket::burst_bytes(rate.bytes_per_sec(), None));
         match dp.entry(cgid) {
-            Ok(Some(e)) => run.ours = Some(counters(&e, dir)),
+            Ok(Some(e)) => run.ours = Some(counters(&e, dir).since(before.as_ref())),
             Ok(None) => eprintln!("    our limit vanished during the run"),
             Err(e) => eprintln!("    reading our counters: {e}"),
         }
@@ -1069,6 +1072,22 @@ fn counters(e: &Entry, dir: Dir) -> OursCounters {
         acks_gated: e.acks_gated,
         pacing_sets: e.pacing_sets,
         clamp_sets: e.clamp_sets,
+    }
+}
+
+impl OursCounters {
+    /// Counts since `before` (same cgroup); `None` leaves them as they are.
+    fn since(mut self, before: Option<&OursCounters>) -> OursCounters {
+        if let Some(b) = before {
+            self.packets = self.packets.saturating_sub(b.packets);
+            self.bytes = self.bytes.saturating_sub(b.bytes);
+            self.dropped_packets = self.dropped_packets.saturating_sub(b.dropped_packets);
+            self.marked_packets = self.marked_packets.saturating_sub(b.marked_packets);
+            self.acks_gated = self.acks_gated.saturating_sub(b.acks_gated);
+            self.pacing_sets = self.pacing_sets.saturating_sub(b.pacing_sets);
+            self.clamp_sets = self.clamp_sets.saturating_sub(b.clamp_sets);
+        }
+        self
     }
 }
 
