@@ -471,8 +471,13 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 	ss->pacing_applied = want64;
 }
 
-/* Ingress: keep at most this socket's share of the clamp budget in flight, so the
- * debt the ACK gate has to repay stays below what one probe timeout refills. */
+/* Ingress: keep at most this socket's share of rate x (RTT + slack) in flight.
+ * At least a bandwidth-delay product, so on long paths the window never limits
+ * below the rate (the ACK gate does the limiting); little more than that, so the
+ * debt the gate has to repay when it closes stays below what the sender's probe
+ * timeout (2 RTT + 2 ticks) refills. The slack (`clamp_budget`, 1 ms of rate)
+ * covers paths shorter than a millisecond, where the handshake RTT sample a pure
+ * receiver keeps is mostly host latency. */
 static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_state *s,
 					struct bw_sock *ss, struct bw_sock_slot *slot, __u64 now)
 {
@@ -483,7 +488,10 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 	} else {
 		__u32 n = active_sockets(s, slot, BW_DIR_INGRESS, now, skops->bytes_received);
 		__u32 mss = skops->mss_cache ? skops->mss_cache : 1448;
-		__u64 w = s->clamp_budget / n;
+		__u64 srtt_us = skops->srtt_us >> 3;
+		if (srtt_us > 1000000)
+			srtt_us = 1000000;
+		__u64 w = (s->clamp_budget + d->rate / 1000 * srtt_us / 1000) / n;
 		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
 		if (w < 2 * mss)
 			w = 2 * mss;

@@ -60,7 +60,7 @@ struct bw_state {
 	__u32 abi;         /* BW_ABI_VERSION of the writer */
 	__u32 flags;       /* BW_F_* */
 	struct bw_dir dir[2];
-	__u64 clamp_budget; /* receive window shared by the receiving sockets, bytes */
+	__u64 clamp_budget; /* receive-window slack beyond rate x RTT, shared by receiving sockets, bytes */
 	__u64 acks_gated;   /* pure ACKs withheld to slow a remote sender */
 	__u64 pacing_sets;  /* SO_MAX_PACING_RATE changes made */
 	__u64 clamp_sets;   /* TCP_WINDOW_CLAMP changes made */

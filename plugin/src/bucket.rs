@@ -19,9 +19,10 @@ pub const MIN_BURST_NS: u64 = 10_000_000;
 /// otherwise such packets could never pass at low rates.
 pub const MIN_BURST_BYTES: u64 = 64 * 1024 + 4096;
 
-/// The window budget shared by a cgroup's receiving sockets, as time at the rate:
-/// what one flow may have in flight before its ACKs are withheld. Small enough that
-/// the debt is repaid within one sender probe timeout.
+/// Receive-window slack beyond rate x RTT, as time at the rate, shared by a
+/// cgroup's receiving sockets: what a flow may have in flight beyond one
+/// bandwidth-delay product. Small enough that the debt the ACK gate must repay is
+/// refilled within one sender probe timeout (measured: 1 ms held 0.93-1.0).
 pub const CLAMP_BUDGET_NS: u64 = 1_000_000;
 
 /// Debt past which TCP packets are dropped: far beyond anything pacing or the ACK
@@ -90,7 +91,8 @@ pub fn active_bytes(bytes_per_sec: u64) -> u64 {
     ((bytes_per_sec as u128 * epoch_ns / NS_PER_SEC / 64) as u64).clamp(1, 64 * 1024)
 }
 
-/// Bytes the receiving sockets of a cgroup may have in flight together.
+/// Window slack in bytes shared by the receiving sockets of a cgroup (the kernel
+/// adds rate x each socket's RTT).
 pub fn clamp_budget(bytes_per_sec: u64) -> u64 {
     (bytes_per_sec as u128 * CLAMP_BUDGET_NS as u128 / NS_PER_SEC) as u64
 }
