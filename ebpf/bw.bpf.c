@@ -246,6 +246,26 @@ static __always_inline void count_drop(struct bw_dir *d, __u32 wire)
 	__sync_fetch_and_add(&d->drop_bytes, wire);
 }
 
+/* Non-TCP traffic cannot be slowed down, so it gets no debt: a token-bucket
+ * policer. Returns 1 when the packet may pass (and charges it). */
+static __always_inline int police(struct bw_dir *d, __u64 now, __u64 cost, __u32 wire)
+{
+	if (peek(d, now, cost) > 0) {
+		count_drop(d, wire);
+		return 0;
+	}
+	charge(d, now, cost);
+	count_pass(d, wire);
+	return 1;
+}
+
+/* Debt past which a TCP packet is dropped: small packets (ACKs, SYNs) get twice
+ * the room so connections keep working far over the limit. */
+static __always_inline __s64 tcp_drop_limit(const struct bw_dir *d, const struct pkt *p)
+{
+	return p->wire <= SMALL_PACKET ? 2 * d->drop_ns : d->drop_ns;
+}
+
 static __always_inline int is_pure_ack(const struct pkt *p)
 {
 	return p->tcp && p->payload == 0 && (p->flags & TCPF_ACK) &&
@@ -287,22 +307,12 @@ int bw_egress(struct __sk_buff *skb)
 	}
 	__u64 cost = cost_ns(d, p.wire);
 
-	if (!p.tcp) {
-		/* Policer: no debt for traffic that cannot be slowed down. CN makes a UDP
-		 * sender see ENOBUFS (counted, not fatal) instead of EPERM. */
-		if (peek(d, now, cost) > 0) {
-			count_drop(d, p.wire);
-			return CG_DROP_CN;
-		}
-		charge(d, now, cost);
-		count_pass(d, p.wire);
-		return CG_PASS;
-	}
+	/* A dropped UDP packet with CN makes the sender see ENOBUFS (counted, not
+	 * fatal) instead of EPERM. */
+	if (!p.tcp)
+		return police(d, now, cost, p.wire) ? CG_PASS : CG_DROP_CN;
 
-	__s64 limit = d->drop_ns;
-	if (p.wire <= SMALL_PACKET)
-		limit *= 2;
-	if (peek(d, now, cost) > limit) {
+	if (peek(d, now, cost) > tcp_drop_limit(d, &p)) {
 		count_drop(d, p.wire);
 		return CG_DROP_CN;
 	}
@@ -336,23 +346,13 @@ int bw_ingress(struct __sk_buff *skb)
 	__u64 now = clock_coarse();
 	__u64 cost = cost_ns(d, p.wire);
 
-	if (!p.tcp) {
-		if (peek(d, now, cost) > 0) {
-			count_drop(d, p.wire);
-			return CG_DROP;
-		}
-		charge(d, now, cost);
-		count_pass(d, p.wire);
-		return CG_PASS;
-	}
+	if (!p.tcp)
+		return police(d, now, cost, p.wire) ? CG_PASS : CG_DROP;
 
 	/* TCP already crossed the wire: dropping it only costs a retransmission, so
 	 * the gate on our ACKs does the work and this is a backstop for senders that
 	 * do not answer it. */
-	__s64 limit = d->drop_ns;
-	if (p.wire <= SMALL_PACKET)
-		limit *= 2;
-	if (p.payload && peek(d, now, cost) > limit) {
+	if (p.payload && peek(d, now, cost) > tcp_drop_limit(d, &p)) {
 		count_drop(d, p.wire);
 		return CG_DROP;
 	}

@@ -119,6 +119,34 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Resu
     }
 }
 
+/// Looks up a plain-old-data value by u64 key (our maps are keyed by cgroup id).
+pub fn map_lookup_pod<T: aya::Pod + Default>(
+    map: BorrowedFd<'_>,
+    key: u64,
+) -> io::Result<Option<T>> {
+    let mut v = T::default();
+    // SAFETY: T is Pod (any bit pattern valid, no padding the kernel could leave
+    // uninitialised matters); the kernel writes exactly size_of::<T>() bytes.
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut((&mut v as *mut T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    Ok(map_lookup(map, &key.to_ne_bytes(), buf)?.then_some(v))
+}
+
+/// Stores a plain-old-data value under a u64 key.
+pub fn map_update_pod<T: aya::Pod>(
+    map: BorrowedFd<'_>,
+    key: u64,
+    value: &T,
+    flags: u64,
+) -> io::Result<()> {
+    // SAFETY: T is Pod: reading its bytes is sound.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    };
+    map_update(map, &key.to_ne_bytes(), bytes, flags)
+}
+
 pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> io::Result<()> {
     let mut a = Attr::new();
     a.u32(0, map.as_raw_fd() as u32)

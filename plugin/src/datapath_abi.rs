@@ -105,19 +105,6 @@ unsafe impl aya::Pod for BwDir {}
 unsafe impl aya::Pod for BwState {}
 unsafe impl aya::Pod for BwMeta {}
 
-impl BwState {
-    /// The raw bytes as the kernel expects them in a map update.
-    pub fn as_bytes(&self) -> &[u8] {
-        // SAFETY: repr(C) POD with no implicit padding (checked by the layout test).
-        unsafe {
-            std::slice::from_raw_parts(
-                (self as *const Self).cast::<u8>(),
-                std::mem::size_of::<Self>(),
-            )
-        }
-    }
-}
-
 /// Copies `s` into a fixed, NUL-terminated C string field, truncating on a char
 /// boundary when it does not fit.
 pub fn put_cstr(field: &mut [u8], s: &str) {

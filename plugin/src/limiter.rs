@@ -54,7 +54,7 @@ pub enum LimiterError {
 
 type Result<T> = std::result::Result<T, LimiterError>;
 
-fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> LimiterError {
+fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> LimiterError + use<> {
     let what = what.to_string();
     let path = path.to_path_buf();
     move |err| LimiterError::Io { what, path, err }
@@ -275,18 +275,7 @@ impl Datapath {
     }
 
     fn read_state(&self, cgid: u64) -> Result<Option<BwState>> {
-        let mut st = BwState::default();
-        // SAFETY: BwState is POD; the kernel writes exactly size_of::<BwState>() bytes.
-        let buf = unsafe {
-            std::slice::from_raw_parts_mut(
-                (&mut st as *mut BwState).cast::<u8>(),
-                std::mem::size_of::<BwState>(),
-            )
-        };
-        let found = bpf_sys::map_lookup(self.state.as_fd(), &cgid.to_ne_bytes(), buf).map_err(
-            io_err("reading state of cgroup id", Path::new(&cgid.to_string())),
-        )?;
-        Ok(found.then_some(st))
+        bpf_sys::map_lookup_pod(self.state.as_fd(), cgid).map_err(id_err("reading state of", cgid))
     }
 
     fn write_state(&self, cgid: u64, limit: &Limit) -> Result<()> {
@@ -326,16 +315,8 @@ impl Datapath {
         st.cgid = cgid;
         // A counter bumped between our read and this write is lost; limits change
         // rarely and the alternative (a lock on the per-packet path) costs every packet.
-        bpf_sys::map_update(
-            self.state.as_fd(),
-            &cgid.to_ne_bytes(),
-            st.as_bytes(),
-            bpf_sys::BPF_EXIST,
-        )
-        .map_err(io_err(
-            "writing state of cgroup id",
-            Path::new(&cgid.to_string()),
-        ))
+        bpf_sys::map_update_pod(self.state.as_fd(), cgid, &st, bpf_sys::BPF_EXIST)
+            .map_err(id_err("writing state of", cgid))
     }
 
     fn write_meta(&self, cgid: u64, rel: &str, limit: &Limit, owner: &Owner) -> Result<()> {
@@ -355,38 +336,12 @@ impl Datapath {
         abi::put_cstr(&mut m.pod_uid, &owner.pod_uid);
         abi::put_cstr(&mut m.container, &owner.container);
         abi::put_cstr(&mut m.container_id, &owner.container_id);
-        // SAFETY: BwMeta is POD.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&m as *const BwMeta).cast::<u8>(),
-                std::mem::size_of::<BwMeta>(),
-            )
-        };
-        bpf_sys::map_update(
-            self.meta.as_fd(),
-            &cgid.to_ne_bytes(),
-            bytes,
-            bpf_sys::BPF_ANY,
-        )
-        .map_err(io_err(
-            "writing meta of cgroup id",
-            Path::new(&cgid.to_string()),
-        ))
+        bpf_sys::map_update_pod(self.meta.as_fd(), cgid, &m, bpf_sys::BPF_ANY)
+            .map_err(id_err("writing meta of", cgid))
     }
 
     fn read_meta(&self, cgid: u64) -> Result<Option<BwMeta>> {
-        let mut m = BwMeta::default();
-        // SAFETY: BwMeta is POD; the kernel writes exactly its size.
-        let buf = unsafe {
-            std::slice::from_raw_parts_mut(
-                (&mut m as *mut BwMeta).cast::<u8>(),
-                std::mem::size_of::<BwMeta>(),
-            )
-        };
-        let found = bpf_sys::map_lookup(self.meta.as_fd(), &cgid.to_ne_bytes(), buf).map_err(
-            io_err("reading meta of cgroup id", Path::new(&cgid.to_string())),
-        )?;
-        Ok(found.then_some(m))
+        bpf_sys::map_lookup_pod(self.meta.as_fd(), cgid).map_err(id_err("reading meta of", cgid))
     }
 
     /// Removes the limit of cgroup id `cgid`. Sockets that are still open get their
@@ -403,12 +358,7 @@ impl Datapath {
                 st.dir[abi::DIR_INGRESS].rate = 0;
                 st.dir[abi::DIR_EGRESS].rate = 0;
                 st.clamp_budget = 0;
-                let _ = bpf_sys::map_update(
-                    self.state.as_fd(),
-                    &cgid.to_ne_bytes(),
-                    st.as_bytes(),
-                    bpf_sys::BPF_EXIST,
-                );
+                let _ = bpf_sys::map_update_pod(self.state.as_fd(), cgid, &st, bpf_sys::BPF_EXIST);
                 std::thread::sleep(grace);
             }
         }
@@ -424,10 +374,8 @@ impl Datapath {
             }
             std::fs::remove_dir(&links).map_err(io_err("removing", &links))?;
         }
-        bpf_sys::map_delete(self.meta.as_fd(), &cgid.to_ne_bytes()).map_err(io_err(
-            "deleting meta of cgroup id",
-            Path::new(&cgid.to_string()),
-        ))?;
+        bpf_sys::map_delete(self.meta.as_fd(), &cgid.to_ne_bytes())
+            .map_err(id_err("deleting meta of", cgid))?;
         Ok(true)
     }
 
@@ -539,6 +487,10 @@ impl Datapath {
         }
         Ok(removed)
     }
+}
+
+fn id_err(what: &str, cgid: u64) -> impl FnOnce(io::Error) -> LimiterError + use<> {
+    io_err(&format!("{what} cgroup id"), Path::new(&cgid.to_string()))
 }
 
 fn attach_error(e: io::Error, cgroup: &Path, what: &str) -> LimiterError {
