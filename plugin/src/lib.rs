@@ -11,6 +11,7 @@ pub mod bucket;
 pub mod cgroup;
 pub mod datapath_abi;
 pub mod limiter;
+pub mod nri;
 pub mod rate;
 pub mod testbed;
 pub mod testrun;
