@@ -5,6 +5,7 @@
 //! directory, so limits outlive every process of ours. This library is shared by the
 //! NRI daemon, the OCI hook and `bwctl`.
 
+pub mod annotations;
 pub mod bpf_sys;
 pub mod bpffs;
 pub mod bucket;

@@ -158,7 +158,7 @@ pub struct Datapath {
     progs: Vec<OwnedFd>,
     state: OwnedFd,
     meta: OwnedFd,
-    _lock: File,
+    root: PathBuf,
 }
 
 /// The pin directory for this build's datapath ABI below a pin root.
@@ -183,12 +183,14 @@ impl Datapath {
             path: root.into(),
             err: source,
         })?;
-        let lock = lock(root)?;
         let dir = abi_dir(root);
-        if !dir.join("map_meta").exists() {
-            load_and_pin(&dir)?;
+        {
+            let _lock = lock(root)?;
+            if !dir.join("map_meta").exists() {
+                load_and_pin(&dir)?;
+            }
         }
-        Self::from_pins(dir, lock)
+        Self::from_pins(root, dir)
     }
 
     /// Opens an already loaded datapath; `Ok(None)` when this host has none (so
@@ -199,11 +201,12 @@ impl Datapath {
         if !dir.join("map_meta").exists() {
             return Ok(None);
         }
-        let lock = lock(root)?;
-        Self::from_pins(dir, lock).map(Some)
+        Self::from_pins(root, dir).map(Some)
     }
 
-    fn from_pins(dir: PathBuf, lock: File) -> Result<Self> {
+    /// Opens the pinned objects. The lock is taken per change, not held, so a
+    /// long-running daemon and `bwctl` can both work on the same pins.
+    fn from_pins(root: &Path, dir: PathBuf) -> Result<Self> {
         let get = |name: &str| {
             let p = dir.join(name);
             bpf_sys::obj_get(&p).map_err(io_err("opening pinned", &p))
@@ -217,7 +220,7 @@ impl Datapath {
             meta: get("map_meta")?,
             progs,
             dir,
-            _lock: lock,
+            root: root.to_path_buf(),
         })
     }
 
@@ -237,6 +240,7 @@ impl Datapath {
         if limit.ingress.is_none() && limit.egress.is_none() {
             return Err(LimiterError::NothingToLimit);
         }
+        let _lock = lock(&self.root)?;
         let cg = bpf_sys::open_dir(cgroup_dir).map_err(io_err("opening cgroup", cgroup_dir))?;
         let cgid = std::fs::metadata(cgroup_dir)
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
@@ -348,6 +352,7 @@ impl Datapath {
     /// pacing and window clamp lifted first (`grace`), since a detached program can no
     /// longer touch them. Returns false when nothing was limited.
     pub fn unlimit(&self, cgid: u64, grace: Duration) -> Result<bool> {
+        let _lock = lock(&self.root)?;
         let links = self.links_dir(cgid);
         let had_meta = self.read_meta(cgid)?.is_some();
         if !links.exists() && !had_meta {
@@ -454,6 +459,7 @@ impl Datapath {
     /// Removes the datapath itself (programs and maps) once nothing is limited, for
     /// uninstalling. Refuses while any limit exists.
     pub fn purge(self) -> Result<()> {
+        let _lock = lock(&self.root)?;
         let left = self.list()?;
         if !left.is_empty() {
             return Err(LimiterError::Io {
