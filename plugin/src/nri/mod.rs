@@ -25,4 +25,5 @@ pub mod proto {
     }
 }
 
+pub mod handler;
 pub mod mux;
