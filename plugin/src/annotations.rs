@@ -173,7 +173,11 @@ mod tests {
             .collect()
     }
 
-    fn bps(l: &Option<Limit>) -> (Option<u64>, Option<u64>, Option<u64>) {
+    /// (ingress bit/s, egress bit/s, burst bytes)
+    type Want = (Option<u64>, Option<u64>, Option<u64>);
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+    fn bps(l: &Option<Limit>) -> Want {
         match l {
             None => (None, None, None),
             Some(l) => (
@@ -187,7 +191,7 @@ mod tests {
     /// The README's precedence table, row by row.
     #[test]
     fn pod_precedence_table() {
-        let rows: &[(&[(&str, &str)], (Option<u64>, Option<u64>, Option<u64>))] = &[
+        let rows: &[(Pairs, Want)] = &[
             (&[], (None, None, None)),
             (&[(K8S_INGRESS, "10M")], (Some(10_000_000), None, None)),
             (&[(K8S_EGRESS, "1Gi")], (None, Some(1 << 30), None)),
@@ -222,11 +226,7 @@ mod tests {
 
     #[test]
     fn container_precedence_table() {
-        let rows: &[(
-            &[(&str, &str)],
-            &str,
-            (Option<u64>, Option<u64>, Option<u64>),
-        )] = &[
+        let rows: &[(Pairs, &str, Want)] = &[
             (
                 &[("ingress-bandwidth.nri-bandwidth.io/web", "5M")],
                 "web",
