@@ -12,6 +12,7 @@ pub mod bucket;
 pub mod cgroup;
 pub mod datapath_abi;
 pub mod limiter;
+pub mod metrics;
 pub mod nri;
 pub mod rate;
 pub mod testbed;

@@ -25,5 +25,9 @@ pub mod proto {
     }
 }
 
+pub mod backend;
+pub mod config;
+pub mod connection;
 pub mod handler;
 pub mod mux;
+pub mod service;

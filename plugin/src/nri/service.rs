@@ -1,0 +1,323 @@
+//! The ttrpc `Plugin` service: decodes runtime calls, times them, and hands them to
+//! the [`Handler`]. Both the dedicated event RPCs (NRI v0.12+) and `StateChange`
+//! (older runtimes, and the fallback of newer ones) lead to the same code.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use ttrpc::r#async::TtrpcContext;
+use ttrpc::{Code, get_status};
+
+use crate::metrics::Metrics;
+use crate::nri::config::Config;
+use crate::nri::handler::{Backend, Handler, Refusal};
+use crate::nri::proto::nri::*;
+use crate::nri::proto::nri_ttrpc::Plugin;
+
+/// Events we subscribe to (enum Event numbers).
+pub const SUBSCRIBED: [Event; 5] = [
+    Event::RUN_POD_SANDBOX,
+    Event::REMOVE_POD_SANDBOX,
+    Event::CREATE_CONTAINER,
+    Event::POST_CREATE_CONTAINER,
+    Event::REMOVE_CONTAINER,
+];
+
+/// Parses `v0.12.1` / `0.8.0` into (major, minor).
+pub fn parse_nri_version(v: &str) -> Option<(u32, u32)> {
+    let v = v.trim().trim_start_matches('v');
+    let mut it = v.split(['.', '-', '+']);
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The runtime's NRI version: what it says (v0.12+), else inferred from containerd's
+/// version (the table in the NRI reference), else unknown.
+pub fn runtime_nri_version(req: &ConfigureRequest) -> Option<(u32, u32)> {
+    if let Some(v) = parse_nri_version(&req.NRI_version) {
+        return Some(v);
+    }
+    if req.runtime_name == "containerd" {
+        let (maj, min) = parse_nri_version(&req.runtime_version)?;
+        return Some(match (maj, min) {
+            (1, _) | (2, 0) | (2, 1) => (0, 8),
+            (2, 2) => (0, 11),
+            _ => (0, 12),
+        });
+    }
+    None
+}
+
+/// The subscription mask for `events`, leaving out events the runtime's NRI version
+/// does not know (an unknown bit makes it reject the plugin).
+pub fn event_mask(events: &[Event], nri: Option<(u32, u32)>) -> i32 {
+    // v0.2-v0.9 know events 1..=11; from v0.10 on, 1..=14. Unknown: assume oldest.
+    let last = match nri {
+        Some((0, minor)) if minor >= 10 => 14,
+        Some((major, _)) if major >= 1 => 14,
+        _ => 11,
+    };
+    events
+        .iter()
+        .map(|e| *e as i32)
+        .filter(|&n| (1..=last).contains(&n))
+        .fold(0, |m, n| m | 1 << (n - 1))
+}
+
+pub struct PluginService<B: Backend> {
+    handler: Arc<Handler<B>>,
+    metrics: Arc<Metrics>,
+    /// Settings from the config file; the Configure payload is layered on top.
+    base: Config,
+}
+
+impl<B: Backend> PluginService<B> {
+    pub fn new(handler: Arc<Handler<B>>, metrics: Arc<Metrics>, base: Config) -> Self {
+        PluginService {
+            handler,
+            metrics,
+            base,
+        }
+    }
+
+    /// Runs a handler call on the blocking pool (BPF syscalls, milliseconds at
+    /// most) and records its latency.
+    async fn timed<T: Send + 'static>(
+        &self,
+        method: &'static str,
+        f: impl FnOnce(&Handler<B>) -> Result<T, Refusal> + Send + 'static,
+    ) -> ttrpc::Result<T> {
+        let start = Instant::now();
+        let h = self.handler.clone();
+        let r = tokio::task::spawn_blocking(move || f(&h)).await;
+        self.metrics.observe(method, start.elapsed());
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(Refusal(msg))) => Err(ttrpc::Error::RpcStatus(get_status(
+                Code::FAILED_PRECONDITION,
+                msg,
+            ))),
+            Err(e) => Err(ttrpc::Error::RpcStatus(get_status(
+                Code::INTERNAL,
+                format!("nri-bandwidth: {e}"),
+            ))),
+        }
+    }
+}
+
+fn pod_of(p: &protobuf::MessageField<PodSandbox>) -> PodSandbox {
+    p.as_ref().cloned().unwrap_or_default()
+}
+
+fn container_of(c: &protobuf::MessageField<Container>) -> Container {
+    c.as_ref().cloned().unwrap_or_default()
+}
+
+#[async_trait]
+impl<B: Backend> Plugin for PluginService<B> {
+    async fn configure(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConfigureRequest,
+    ) -> ttrpc::Result<ConfigureResponse> {
+        let start = Instant::now();
+        let mut cfg = self.base.clone();
+        if let Err(e) = cfg.merge_text(&req.config) {
+            // A bad payload must not reject the plugin (that would leave every pod
+            // unlimited without a trace): keep the file's settings and say why.
+            log::error!("ignoring the NRI Configure payload: {e}");
+        }
+        self.handler.set_policy(cfg.policy());
+        let nri = runtime_nri_version(&req);
+        let mut resp = ConfigureResponse::new();
+        resp.events = event_mask(&SUBSCRIBED, nri);
+        log::info!(
+            "configured by {} {} (NRI {}), events 0x{:x}, strict={}",
+            req.runtime_name,
+            req.runtime_version,
+            nri.map_or("unknown".into(), |(a, b)| format!("v{a}.{b}")),
+            resp.events,
+            cfg.strict
+        );
+        self.metrics.observe("Configure", start.elapsed());
+        Ok(resp)
+    }
+
+    async fn synchronize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SynchronizeRequest,
+    ) -> ttrpc::Result<SynchronizeResponse> {
+        let (pods, containers, more) = (req.pods, req.containers, req.more);
+        let n = (pods.len(), containers.len());
+        let more = self
+            .timed("Synchronize", move |h| {
+                Ok(h.synchronize(pods, containers, more))
+            })
+            .await?;
+        log::info!(
+            "synchronize: {} pods, {} containers{}",
+            n.0,
+            n.1,
+            if more { " (more to come)" } else { "" }
+        );
+        let mut resp = SynchronizeResponse::new();
+        resp.more = more;
+        Ok(resp)
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: Empty) -> ttrpc::Result<Empty> {
+        log::info!("runtime asked us to shut down");
+        Ok(Empty::new())
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RunPodSandboxRequest,
+    ) -> ttrpc::Result<RunPodSandboxResponse> {
+        let pod = pod_of(&req.pod);
+        self.timed("RunPodSandbox", move |h| h.run_pod_sandbox(&pod))
+            .await?;
+        Ok(RunPodSandboxResponse::new())
+    }
+
+    async fn create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateContainerRequest,
+    ) -> ttrpc::Result<CreateContainerResponse> {
+        let (pod, c) = (pod_of(&req.pod), container_of(&req.container));
+        self.timed("CreateContainer", move |h| h.create_container(&pod, &c))
+            .await?;
+        Ok(CreateContainerResponse::new())
+    }
+
+    async fn post_create_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: PostCreateContainerRequest,
+    ) -> ttrpc::Result<PostCreateContainerResponse> {
+        let (pod, c) = (pod_of(&req.pod), container_of(&req.container));
+        self.timed("PostCreateContainer", move |h| {
+            h.post_create_container(&pod, &c)
+        })
+        .await?;
+        Ok(PostCreateContainerResponse::new())
+    }
+
+    async fn remove_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemoveContainerRequest,
+    ) -> ttrpc::Result<RemoveContainerResponse> {
+        let (pod, c) = (pod_of(&req.pod), container_of(&req.container));
+        self.timed("RemoveContainer", move |h| {
+            h.remove_container(&pod, &c);
+            Ok(())
+        })
+        .await?;
+        Ok(RemoveContainerResponse::new())
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RemovePodSandboxRequest,
+    ) -> ttrpc::Result<RemovePodSandboxResponse> {
+        let pod = pod_of(&req.pod);
+        self.timed("RemovePodSandbox", move |h| {
+            h.remove_pod_sandbox(&pod);
+            Ok(())
+        })
+        .await?;
+        Ok(RemovePodSandboxResponse::new())
+    }
+
+    async fn state_change(
+        &self,
+        _ctx: &TtrpcContext,
+        ev: StateChangeEvent,
+    ) -> ttrpc::Result<Empty> {
+        let (pod, c) = (pod_of(&ev.pod), container_of(&ev.container));
+        match ev.event.enum_value() {
+            Ok(Event::RUN_POD_SANDBOX) => {
+                self.timed("RunPodSandbox", move |h| h.run_pod_sandbox(&pod))
+                    .await?
+            }
+            Ok(Event::POST_CREATE_CONTAINER) => {
+                self.timed("PostCreateContainer", move |h| {
+                    h.post_create_container(&pod, &c)
+                })
+                .await?
+            }
+            Ok(Event::REMOVE_CONTAINER) => {
+                self.timed("RemoveContainer", move |h| {
+                    h.remove_container(&pod, &c);
+                    Ok(())
+                })
+                .await?
+            }
+            Ok(Event::REMOVE_POD_SANDBOX) => {
+                self.timed("RemovePodSandbox", move |h| {
+                    h.remove_pod_sandbox(&pod);
+                    Ok(())
+                })
+                .await?
+            }
+            // Events we did not subscribe to: nothing to do.
+            other => log::debug!("ignoring state change {other:?}"),
+        }
+        Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_has_our_events_and_nothing_an_old_runtime_rejects() {
+        // RUN(1) REMOVE_POD(3) CREATE(4) POST_CREATE(5) REMOVE_CONTAINER(11)
+        let want = 0x1 | 0x4 | 0x8 | 0x10 | 0x400;
+        for v in [
+            None,
+            Some((0, 3)),
+            Some((0, 8)),
+            Some((0, 10)),
+            Some((0, 12)),
+            Some((1, 0)),
+        ] {
+            let m = event_mask(&SUBSCRIBED, v);
+            assert_eq!(m, want, "{v:?}");
+            assert_eq!(m & !0x7ff, 0, "only events every runtime knows");
+        }
+        // Newer events are dropped for runtimes that do not know them.
+        assert_eq!(event_mask(&[Event::UPDATE_POD_SANDBOX], Some((0, 8))), 0);
+        assert_eq!(
+            event_mask(&[Event::UPDATE_POD_SANDBOX], Some((0, 10))),
+            0x800
+        );
+        assert_eq!(event_mask(&[Event::UPDATE_POD_SANDBOX], None), 0);
+    }
+
+    #[test]
+    fn nri_version_from_the_request_or_from_containerd() {
+        let mut r = ConfigureRequest::new();
+        r.NRI_version = "v0.12.2".into();
+        assert_eq!(runtime_nri_version(&r), Some((0, 12)));
+        let mut r = ConfigureRequest::new();
+        r.runtime_name = "containerd".into();
+        for (v, want) in [
+            ("v1.7.20", (0, 8)),
+            ("2.1.4", (0, 8)),
+            ("v2.2.1", (0, 11)),
+            ("2.4.2", (0, 12)),
+        ] {
+            r.runtime_version = v.into();
+            assert_eq!(runtime_nri_version(&r), Some(want), "{v}");
+        }
+        r.runtime_name = "cri-o".into();
+        assert_eq!(runtime_nri_version(&r), None);
+    }
+}
