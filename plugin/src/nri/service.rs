@@ -73,6 +73,8 @@ pub struct PluginService<B: Backend> {
 
 impl<B: Backend> PluginService<B> {
     pub fn new(handler: Arc<Handler<B>>, metrics: Arc<Metrics>, base: Config) -> Self {
+        // In force from the start, not only once the runtime has sent Configure.
+        handler.set_policy(base.policy());
         PluginService {
             handler,
             metrics,

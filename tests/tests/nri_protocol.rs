@@ -1,0 +1,235 @@
+//! The plugin side of NRI against a runtime played by this test over a socket pair:
+//! the multiplexer, ttrpc on both logical connections, registration, Configure,
+//! chunked Synchronize, dedicated event RPCs and StateChange, strict refusals, and
+//! UNIMPLEMENTED for methods we do not serve. No root needed (the limiter is a fake);
+//! the real containerd runs in the e2e suite.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use nri_bandwidth::limiter::{Entry, Limit, Owner};
+use nri_bandwidth::metrics::Metrics;
+use nri_bandwidth::nri::config::Config;
+use nri_bandwidth::nri::connection::{self, Identity};
+use nri_bandwidth::nri::handler::{Backend, Handler};
+use nri_bandwidth::nri::mux::Mux;
+use nri_bandwidth::nri::proto::nri::*;
+use nri_bandwidth::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
+use nri_bandwidth::nri::service::PluginService;
+use ttrpc::r#async::TtrpcContext;
+use ttrpc::r#async::transport::{Listener, Socket};
+use ttrpc::r#async::{Client, Server};
+
+#[derive(Default, Clone)]
+struct Fake(Arc<Mutex<HashMap<String, Limit>>>);
+
+impl Backend for Fake {
+    fn apply(&self, cgroup: &str, limit: &Limit, _owner: &Owner) -> Result<u64, String> {
+        self.0.lock().unwrap().insert(cgroup.into(), limit.clone());
+        Ok(1)
+    }
+    fn remove(&self, _id: u64) -> Result<(), String> {
+        Ok(())
+    }
+    fn entries(&self) -> Result<Vec<Entry>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// The runtime's side of registration.
+#[derive(Default, Clone)]
+struct RuntimeSide(Arc<Mutex<Vec<(String, String)>>>);
+
+#[async_trait]
+impl Runtime for RuntimeSide {
+    async fn register_plugin(
+        &self,
+        _ctx: &TtrpcContext,
+        req: RegisterPluginRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((req.plugin_name, req.plugin_idx));
+        Ok(Empty::new())
+    }
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(2_000_000_000)
+}
+
+fn pod(uid: &str, ann: &[(&str, &str)]) -> PodSandbox {
+    let mut p = PodSandbox::new();
+    p.id = format!("sb-{uid}");
+    p.uid = uid.into();
+    p.name = uid.into();
+    p.namespace = "default".into();
+    p.annotations = ann
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut l = LinuxPodSandbox::new();
+    l.cgroup_parent = format!("/kubepods/pod{uid}");
+    p.linux = Some(l).into();
+    p
+}
+
+struct Harness {
+    client: PluginClient,
+    raw: Client,
+    registered: RuntimeSide,
+    limits: Fake,
+    _server: Server,
+}
+
+async fn start(strict: bool) -> Harness {
+    let (plugin_end, runtime_end) = tokio::net::UnixStream::pair().unwrap();
+    let limits = Fake::default();
+    let handler = Arc::new(Handler::new(limits.clone(), Default::default()));
+    let base = Config {
+        strict,
+        metrics_address: None,
+    };
+    let service = Arc::new(PluginService::new(
+        handler,
+        Arc::new(Metrics::default()),
+        base,
+    ));
+    let id = Identity {
+        name: "bandwidth".into(),
+        idx: "50".into(),
+    };
+    tokio::spawn(async move { connection::serve(plugin_end, service, &id).await });
+
+    // The runtime: serves Runtime on conn 2, calls Plugin on conn 1.
+    let mut mux = Mux::new(runtime_end, &[1, 2]);
+    let (to_plugin, runtime_conn) = (mux.take(1).unwrap(), mux.take(2).unwrap());
+    let registered = RuntimeSide::default();
+    let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(runtime_conn) })
+        .chain(futures::stream::pending());
+    let mut server = Server::new()
+        .register_service(create_runtime(Arc::new(registered.clone())))
+        .add_listener(Listener::new(incoming));
+    server.start().await.unwrap();
+    let raw = Client::new(Socket::new(to_plugin));
+    Harness {
+        client: PluginClient::new(raw.clone()),
+        raw,
+        registered,
+        limits,
+        _server: server,
+    }
+}
+
+#[tokio::test]
+async fn registers_configures_and_subscribes_only_to_what_it_needs() {
+    let h = start(false).await;
+    let mut req = ConfigureRequest::new();
+    req.runtime_name = "containerd".into();
+    req.runtime_version = "v2.1.4".into();
+    let resp = h.client.configure(ctx(), &req).await.unwrap();
+    assert_eq!(resp.events, 0x1 | 0x4 | 0x8 | 0x10 | 0x400);
+    for _ in 0..100 {
+        if !h.registered.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *h.registered.0.lock().unwrap(),
+        vec![("bandwidth".to_string(), "50".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn synchronize_in_chunks_larger_than_a_frame_then_events() {
+    let h = start(false).await;
+    // 200 pods with long annotations: well over 4096 bytes per message.
+    let big = "x".repeat(300);
+    let pods: Vec<PodSandbox> = (0..200)
+        .map(|i| {
+            pod(
+                &format!("p{i}"),
+                &[("kubernetes.io/egress-bandwidth", "10M"), ("note", &big)],
+            )
+        })
+        .collect();
+    let mut first = SynchronizeRequest::new();
+    first.pods = pods[..100].to_vec();
+    first.more = true;
+    assert!(
+        h.client.synchronize(ctx(), &first).await.unwrap().more,
+        "a more=true chunk must be answered more=true"
+    );
+    assert!(h.limits.0.lock().unwrap().is_empty());
+    let mut last = SynchronizeRequest::new();
+    last.pods = pods[100..].to_vec();
+    assert!(!h.client.synchronize(ctx(), &last).await.unwrap().more);
+    assert_eq!(h.limits.0.lock().unwrap().len(), 200);
+
+    // A dedicated RPC (NRI v0.12+) and the StateChange form (older runtimes).
+    let mut run = RunPodSandboxRequest::new();
+    run.pod = Some(pod("new", &[("kubernetes.io/ingress-bandwidth", "5M")])).into();
+    h.client.run_pod_sandbox(ctx(), &run).await.unwrap();
+    let mut ev = StateChangeEvent::new();
+    ev.event = Event::RUN_POD_SANDBOX.into();
+    ev.pod = Some(pod("old", &[("kubernetes.io/ingress-bandwidth", "6M")])).into();
+    h.client.state_change(ctx(), &ev).await.unwrap();
+    let l = h.limits.0.lock().unwrap();
+    assert_eq!(
+        l["/kubepods/podnew"].ingress.unwrap().bits_per_sec(),
+        5_000_000
+    );
+    assert_eq!(
+        l["/kubepods/podold"].ingress.unwrap().bits_per_sec(),
+        6_000_000
+    );
+}
+
+#[tokio::test]
+async fn strict_mode_refuses_a_pod_with_a_clear_message() {
+    let h = start(true).await;
+    let mut run = RunPodSandboxRequest::new();
+    run.pod = Some(pod("bad", &[("kubernetes.io/ingress-bandwidth", "10Mbps")])).into();
+    let err = h.client.run_pod_sandbox(ctx(), &run).await.unwrap_err();
+    let ttrpc::Error::RpcStatus(status) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(status.code(), ttrpc::Code::FAILED_PRECONDITION);
+    assert!(
+        status.message().contains("default/bad") && status.message().contains("10Mbps"),
+        "{}",
+        status.message()
+    );
+
+    // Fail open without strict: same pod starts, unlimited.
+    let h = start(false).await;
+    h.client.run_pod_sandbox(ctx(), &run).await.unwrap();
+    assert!(h.limits.0.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn methods_we_do_not_serve_answer_unimplemented() {
+    // A v0.12 runtime falls back to StateChange only on UNIMPLEMENTED; NOT_FOUND
+    // (the generated default) would fail every pod.
+    let h = start(false).await;
+    for method in [
+        "UpdateContainer",
+        "StartContainer",
+        "StopPodSandbox",
+        "UpdatePodSandbox",
+    ] {
+        let mut req = ttrpc::Request::new();
+        req.service = "nri.pkg.api.v1alpha1.Plugin".into();
+        req.method = method.into();
+        req.timeout_nano = 2_000_000_000;
+        let err = h.raw.request(req).await.unwrap_err();
+        let ttrpc::Error::RpcStatus(status) = err else {
+            panic!("{method}: {err:?}")
+        };
+        assert_eq!(status.code(), ttrpc::Code::UNIMPLEMENTED, "{method}");
+    }
+}
