@@ -1,0 +1,3 @@
+module nri-bandwidth.test/bwload
+
+go 1.22

@@ -1,0 +1,3 @@
+module nri-bandwidth.test/pause
+
+go 1.22
