@@ -29,6 +29,10 @@ impl Backend for LimiterBackend {
             .map_err(|e| e.to_string())
     }
 
+    fn exists(&self, cgroup: &str) -> bool {
+        self.cgfs.resolve(cgroup).is_ok()
+    }
+
     fn entries(&self) -> Result<Vec<Entry>, String> {
         self.dp.list().map_err(|e| e.to_string())
     }

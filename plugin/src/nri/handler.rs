@@ -22,6 +22,8 @@ pub trait Backend: Send + Sync + 'static {
     fn remove(&self, cgroup_id: u64) -> Result<(), String>;
     /// Every limit currently set on the node.
     fn entries(&self) -> Result<Vec<Entry>, String>;
+    /// Whether the cgroup exists yet.
+    fn exists(&self, cgroup: &str) -> bool;
 }
 
 /// Policy settings (from the config file and the NRI Configure payload).
@@ -67,6 +69,13 @@ pub fn pod_cgroup(pod: &PodSandbox) -> Option<String> {
     }
     let parent = path.rsplit_once('/')?.0;
     (!parent.is_empty()).then(|| parent.to_string())
+}
+
+fn container_cgroup(c: &Container) -> Option<String> {
+    c.linux
+        .as_ref()
+        .map(|l| l.cgroups_path.clone())
+        .filter(|p| !p.is_empty())
 }
 
 fn describe(pod: &PodSandbox, container: Option<&Container>) -> String {
@@ -170,20 +179,36 @@ impl<B: Backend> Handler<B> {
         )
     }
 
-    /// Container limit, once its cgroup exists and before its process runs.
+    /// Container limit, if its cgroup exists already. CRI-O creates it with the
+    /// container; containerd only when the container is started (its task), so
+    /// there this waits for [`Self::start_container`].
     pub fn post_create_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        match container_cgroup(c) {
+            Some(cg) if self.backend.exists(&cg) => self.start_container(pod, c),
+            _ => {
+                log::debug!(
+                    "{}: cgroup not created yet; limiting at start",
+                    describe(pod, Some(c))
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Container limit, once its cgroup exists and before its process runs.
+    pub fn start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
         let req = annotations::container(&pod.annotations, &c.name);
-        let cgroup = c
-            .linux
-            .as_ref()
-            .map(|l| l.cgroups_path.clone())
-            .filter(|p| !p.is_empty());
         // Bad values were reported at CreateContainer already.
         let req = Requested {
             bad: Vec::new(),
             ..req
         };
-        self.apply(&describe(pod, Some(c)), cgroup, req, owner(pod, Some(c)))
+        self.apply(
+            &describe(pod, Some(c)),
+            container_cgroup(c),
+            req,
+            owner(pod, Some(c)),
+        )
     }
 
     fn remove_where(&self, what: &str, pred: impl Fn(&Entry) -> bool) {
@@ -254,7 +279,7 @@ impl<B: Backend> Handler<B> {
         };
         for c in containers.iter().filter(live) {
             if let Some(pod) = by_id.get(c.pod_sandbox_id.as_str()) {
-                let _ = self.post_create_container(pod, c);
+                let _ = self.start_container(pod, c);
             }
         }
         let uids: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
@@ -309,6 +334,9 @@ mod tests {
                 .unwrap()
                 .insert(cgroup.into(), (limit.clone(), owner.clone()));
             Ok(self.id(cgroup))
+        }
+        fn exists(&self, cgroup: &str) -> bool {
+            !cgroup.contains("not-yet")
         }
         fn remove(&self, cgroup_id: u64) -> Result<(), String> {
             let ids = self.ids.lock().unwrap().clone();

@@ -16,11 +16,12 @@ use crate::nri::proto::nri::*;
 use crate::nri::proto::nri_ttrpc::Plugin;
 
 /// Events we subscribe to (enum Event numbers).
-pub const SUBSCRIBED: [Event; 5] = [
+pub const SUBSCRIBED: [Event; 6] = [
     Event::RUN_POD_SANDBOX,
     Event::REMOVE_POD_SANDBOX,
     Event::CREATE_CONTAINER,
     Event::POST_CREATE_CONTAINER,
+    Event::START_CONTAINER,
     Event::REMOVE_CONTAINER,
 ];
 
@@ -208,6 +209,17 @@ impl<B: Backend> Plugin for PluginService<B> {
         Ok(PostCreateContainerResponse::new())
     }
 
+    async fn start_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: StartContainerRequest,
+    ) -> ttrpc::Result<StartContainerResponse> {
+        let (pod, c) = (pod_of(&req.pod), container_of(&req.container));
+        self.timed("StartContainer", move |h| h.start_container(&pod, &c))
+            .await?;
+        Ok(StartContainerResponse::new())
+    }
+
     async fn remove_container(
         &self,
         _ctx: &TtrpcContext,
@@ -253,6 +265,10 @@ impl<B: Backend> Plugin for PluginService<B> {
                 })
                 .await?
             }
+            Ok(Event::START_CONTAINER) => {
+                self.timed("StartContainer", move |h| h.start_container(&pod, &c))
+                    .await?
+            }
             Ok(Event::REMOVE_CONTAINER) => {
                 self.timed("RemoveContainer", move |h| {
                     h.remove_container(&pod, &c);
@@ -280,8 +296,8 @@ mod tests {
 
     #[test]
     fn mask_has_our_events_and_nothing_an_old_runtime_rejects() {
-        // RUN(1) REMOVE_POD(3) CREATE(4) POST_CREATE(5) REMOVE_CONTAINER(11)
-        let want = 0x1 | 0x4 | 0x8 | 0x10 | 0x400;
+        // RUN(1) REMOVE_POD(3) CREATE(4) POST_CREATE(5) START(6) REMOVE_CONTAINER(11)
+        let want = 0x1 | 0x4 | 0x8 | 0x10 | 0x20 | 0x400;
         for v in [
             None,
             Some((0, 3)),

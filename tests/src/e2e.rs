@@ -1,0 +1,442 @@
+//! Harness for the end-to-end suites: a private containerd (own root, state,
+//! sockets, NRI socket, CNI bridge) built from its Go module, images built locally
+//! and imported, pods driven through crictl, and our plugin as a separate process.
+//! Nothing on the host is touched but what it creates, and Drop removes all of it
+//! (pods, shims, bridge, cgroups, pins), also when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Enables the end-to-end suites (needs root, built peers, runc).
+pub const E2E_ENV: &str = "NRI_BANDWIDTH_E2E";
+
+/// True when e2e tests should run (privileged switch plus the e2e one).
+pub fn enabled() -> bool {
+    if !crate::privileged() {
+        return false;
+    }
+    let on = std::env::var(E2E_ENV).is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("skipped: set {E2E_ENV}=1 (make e2e) to run the containerd end-to-end suite");
+    }
+    on
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where tests/e2e/build-peers.sh put containerd, crictl and the CNI plugins.
+pub fn peers() -> PathBuf {
+    std::env::var_os("NRI_BANDWIDTH_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".cache/peers"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Builds the pause and bwload images once per run (cached by binary age).
+pub fn images(cache: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(cache).unwrap();
+    let mut tars = Vec::new();
+    for name in ["pause", "bwload"] {
+        let bin = cache.join(name);
+        let src = workspace().join("tests/e2e/images").join(name);
+        ok(Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(&src)
+            .env("CGO_ENABLED", "0")
+            .env("GOTOOLCHAIN", "local"));
+        let tar = cache.join(format!("{name}.tar"));
+        ok(Command::new(workspace().join("tests/e2e/make-image.sh"))
+            .arg(name)
+            .arg(&bin)
+            .arg(&tar));
+        tars.push(tar);
+    }
+    (tars[0].clone(), cache.join("bwload"))
+}
+
+pub struct Containerd {
+    pub dir: PathBuf,
+    child: Option<Child>,
+    pub bridge: String,
+    pub subnet: String,
+    pub cgroup_root: String,
+}
+
+impl Containerd {
+    /// Starts a private containerd with NRI on `dir/nri.sock`. `tag` keeps
+    /// parallel suites apart (bridge name, subnet, cgroup parent).
+    pub fn start(tag: &str, octet: u8) -> Containerd {
+        let dir = std::env::temp_dir().join(format!("nbw-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in [
+            "root",
+            "state",
+            "nri-plugins",
+            "nri-conf",
+            "cni-conf",
+            "logs",
+        ] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let peers = peers();
+        assert!(
+            peers.join("bin/containerd").is_file(),
+            "containerd not built: run tests/e2e/build-peers.sh (make e2e does)"
+        );
+        let d = dir.display();
+        let cni = peers.join("cni");
+        let config = format!(
+            r#"version = 3
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.nri.v1.nri"]
+  disable = false
+  socket_path = "{d}/nri.sock"
+  plugin_path = "{d}/nri-plugins"
+  plugin_config_path = "{d}/nri-conf"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "localhost/pause:e2e"
+[plugins."io.containerd.cri.v1.runtime"]
+  # This machine lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj below ours.
+  restrict_oom_score_adj = true
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{cni}"]
+  conf_dir = "{d}/cni-conf"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  BinaryName = "/usr/sbin/runc"
+  SystemdCgroup = false
+"#,
+            cni = cni.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let bridge = format!("nbwe{tag}");
+        let subnet = format!("10.252.{octet}");
+        std::fs::write(
+            dir.join("cni-conf/10-e2e.conflist"),
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"nbw-e2e-{tag}","plugins":[
+ {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+   "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}.0/24"}}]],"dataDir":"{d}/ipam"}}}},
+ {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#
+            ),
+        )
+        .unwrap();
+        let mut c = Containerd {
+            dir,
+            child: None,
+            bridge,
+            subnet,
+            cgroup_root: format!("/nbw-e2e-{tag}-{}", std::process::id()),
+        };
+        c.launch();
+        let (pause, _) = images(&peers.join("images"));
+        let bwload = peers.join("images/bwload.tar");
+        for tar in [pause, bwload] {
+            ok(c.ctr().args(["images", "import"]).arg(&tar));
+        }
+        c
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .unwrap();
+        let child = Command::new(peers().join("bin/containerd"))
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .env("PATH", self.path_env())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        self.child = Some(child);
+        self.wait_for(&self.dir.join("nri.sock"), "containerd's NRI socket");
+        self.wait_for(&self.dir.join("containerd.sock"), "containerd's socket");
+    }
+
+    fn wait_for(&self, p: &Path, what: &str) {
+        let t = Instant::now();
+        while !p.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{what} did not appear; see {}",
+                self.dir.join("containerd.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops and starts containerd (pods keep running in their shims).
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("nri.sock"));
+        let _ = std::fs::remove_file(self.dir.join("containerd.sock"));
+        self.launch();
+    }
+
+    fn path_env(&self) -> String {
+        format!(
+            "{}:{}",
+            peers().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    pub fn nri_socket(&self) -> PathBuf {
+        self.dir.join("nri.sock")
+    }
+
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new(peers().join("bin/ctr"));
+        c.arg("-a")
+            .arg(self.dir.join("containerd.sock"))
+            .args(["-n", "k8s.io"]);
+        c
+    }
+
+    pub fn crictl(&self) -> Command {
+        let mut c = Command::new(peers().join("bin/crictl"));
+        let ep = format!("unix://{}", self.dir.join("containerd.sock").display());
+        c.args([
+            "--runtime-endpoint",
+            &ep,
+            "--image-endpoint",
+            &ep,
+            "--timeout",
+            "20s",
+        ]);
+        c
+    }
+
+    /// Creates a pod; `annotations` as (key, value). Returns the raw crictl result.
+    pub fn try_run_pod(&self, name: &str, uid: &str, annotations: &[(&str, &str)]) -> Output {
+        let ann: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let pod = serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "uid": uid, "attempt": 0},
+            "annotations": ann,
+            "linux": {"cgroup_parent": format!("{}/pod{uid}", self.cgroup_root)},
+            "log_directory": self.dir.join("logs").join(uid),
+        });
+        let f = self.dir.join(format!("pod-{uid}.json"));
+        std::fs::write(&f, pod.to_string()).unwrap();
+        run(self.crictl().arg("runp").arg(&f))
+    }
+
+    pub fn run_pod(&self, name: &str, uid: &str, annotations: &[(&str, &str)]) -> String {
+        let out = self.try_run_pod(name, uid, annotations);
+        assert!(
+            out.status.success(),
+            "runp {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Creates and starts a bwload server container named `name` in pod `pod_id`.
+    pub fn run_container(&self, pod_id: &str, uid: &str, name: &str, port: u16) -> String {
+        let ctr = serde_json::json!({
+            "metadata": {"name": name},
+            "image": {"image": "localhost/bwload:e2e"},
+            "args": ["serve", format!(":{port}")],
+            "log_path": format!("{name}.log"),
+            "linux": {},
+        });
+        let f = self.dir.join(format!("ctr-{uid}-{name}.json"));
+        std::fs::write(&f, ctr.to_string()).unwrap();
+        let id = ok(self
+            .crictl()
+            .arg("create")
+            .arg(pod_id)
+            .arg(&f)
+            .arg(self.dir.join(format!("pod-{uid}.json"))));
+        ok(self.crictl().args(["start", &id]));
+        id
+    }
+
+    pub fn pod_ip(&self, pod_id: &str) -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(self.crictl().args(["inspectp", pod_id]))).unwrap();
+        v["status"]["network"]["ip"]
+            .as_str()
+            .expect("pod IP")
+            .to_string()
+    }
+
+    pub fn remove_pod(&self, pod_id: &str) {
+        ok(self.crictl().args(["stopp", pod_id]));
+        ok(self.crictl().args(["rmp", pod_id]));
+    }
+
+    /// Goodput in bit/s of one transfer with the pod: mode "R" = the pod receives
+    /// (its ingress), "S" = the pod sends (its egress).
+    pub fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
+        let bin = peers().join("images/bwload");
+        let out = ok(Command::new(bin).args([
+            "client",
+            &format!("{ip}:{port}"),
+            mode,
+            &secs.to_string(),
+        ]));
+        out.parse()
+            .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = run(self.crictl().args(["rmp", "-fa"]));
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Shims that outlived containerd (a failed test): kill what runs from our dir.
+        let _ = run(Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(self.dir.to_string_lossy().as_ref()));
+        let _ = run(Command::new("ip").args(["link", "del", &self.bridge]));
+        let root = PathBuf::from(format!(
+            "{}{}",
+            nri_bandwidth::cgroup::CgroupFs::detect()
+                .map(|c| c.root().display().to_string())
+                .unwrap_or_default(),
+            self.cgroup_root
+        ));
+        remove_cgroup_tree(&root);
+        let _ = run(Command::new("umount").arg("-R").arg(&self.dir));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn remove_cgroup_tree(p: &Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
+}
+
+/// Our daemon as a separate process (so tests can kill -9 it).
+pub struct PluginProc {
+    child: Option<Child>,
+    pub log: PathBuf,
+    args: Vec<String>,
+}
+
+impl PluginProc {
+    pub fn start(socket: &Path, pin_root: &Path, log: &Path, extra: &[&str]) -> PluginProc {
+        let mut args = vec![
+            "--socket".to_string(),
+            socket.display().to_string(),
+            "--pin-root".into(),
+            pin_root.display().to_string(),
+            "--log-file".into(),
+            log.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = PluginProc {
+            child: None,
+            log: log.to_path_buf(),
+            args,
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(crate::workspace_bin("nri-bandwidth"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting nri-bandwidth");
+        self.child = Some(child);
+        self.wait_log("synchronize:", 0);
+    }
+
+    /// Waits until the log has `n + 1` lines containing `needle`.
+    pub fn wait_log(&self, needle: &str, n: usize) {
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.matches(needle).count() > n {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "plugin log never said {needle:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        let n = self.log_text().matches("synchronize:").count();
+        let child = Command::new(crate::workspace_bin("nri-bandwidth"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_log("synchronize:", n);
+    }
+}
+
+impl Drop for PluginProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
