@@ -4,10 +4,13 @@
 
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc
 PRIV := NRI_BANDWIDTH_PRIVILEGED=1
+# The e2e peers need a recent Go; the machine's toolchain lives here when it is not on PATH.
+export PATH := $(PATH):/usr/local/go/bin
+PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench clean
+.PHONY: all deps build release demo test unit lint bench e2e peers clean
 
 all: build
 
@@ -39,10 +42,21 @@ lint: deps
 unit: deps
 	$(CARGO) test --workspace
 
-# The whole suite: lint, pure tests, in-kernel tests, lifecycle and traffic tests.
-test: lint build
+# containerd, its runc shim, ctr, crictl and the CNI plugins, built from their Go
+# modules (tests/e2e/build-peers.sh; cached in .cache/peers).
+peers: deps
+	@command -v go >/dev/null || { echo "go (>= 1.23) is required to build the e2e peers" >&2; exit 1; }
+	tests/e2e/build-peers.sh $(PEERS)
+
+# The whole suite: lint, pure tests, in-kernel tests, lifecycle, traffic, NRI
+# protocol and the containerd end-to-end tests.
+test: lint build peers
 	@if [ "$$(id -u)" != 0 ]; then echo "make test runs privileged tests: run it as root" >&2; exit 1; fi
-	$(PRIV) $(CARGO) test --workspace
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test --workspace
+
+# Only the end-to-end suite against real containerd.
+e2e: build peers
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release
