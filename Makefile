@@ -10,7 +10,7 @@ PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 export PATH := $(PATH):/usr/local/go/bin
 PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench e2e peers clean
+.PHONY: all deps build release demo test unit lint bench bench-nri e2e peers clean
 
 all: build
 
@@ -61,6 +61,10 @@ e2e: build peers
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release
 	./target/release/bw-bench --out docs/bench-latest.md --json docs/bench-latest.json
+
+# NRI handler latency under real containerd at 10 and 100 pods.
+bench-nri: release peers
+	./target/release/nri-latency 10 100 | tee docs/nri-latency.md
 
 clean:
 	$(CARGO) clean

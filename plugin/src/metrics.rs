@@ -69,6 +69,16 @@ impl Metrics {
     pub fn render(&self, entries: &[Entry]) -> String {
         let mut out = String::new();
         render_entries(&mut out, entries);
+        let methods: Vec<&'static str> = self.handlers.lock().unwrap().keys().copied().collect();
+        out += "# HELP nri_bandwidth_handler_latency_recent_seconds Quantiles of the last 10,000 calls.\n";
+        out += "# TYPE nri_bandwidth_handler_latency_recent_seconds gauge\n";
+        for m in methods {
+            for q in [0.5, 0.99] {
+                if let Some(v) = self.quantile(Some(m), q) {
+                    let _ = writeln!(out, "nri_bandwidth_handler_latency_recent_seconds{{method=\"{m}\",quantile=\"{q}\"}} {v}");
+                }
+            }
+        }
         let h = self.handlers.lock().unwrap();
         out += "# HELP nri_bandwidth_handler_duration_seconds Time spent handling NRI calls.\n";
         out += "# TYPE nri_bandwidth_handler_duration_seconds histogram\n";
@@ -286,6 +296,7 @@ mod tests {
             t.contains("nri_bandwidth_handler_duration_seconds_count{method=\"RunPodSandbox\"} 2")
         );
         assert_eq!(m.quantile(Some("RunPodSandbox"), 1.0), Some(0.003));
+        assert!(t.contains("nri_bandwidth_handler_latency_recent_seconds{method=\"RunPodSandbox\",quantile=\"0.99\"} 0.003"), "{t}");
         assert_eq!(m.quantile(Some("Other"), 0.5), None);
     }
 }
