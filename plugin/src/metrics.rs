@@ -75,7 +75,10 @@ impl Metrics {
         for m in methods {
             for q in [0.5, 0.99] {
                 if let Some(v) = self.quantile(Some(m), q) {
-                    let _ = writeln!(out, "nri_bandwidth_handler_latency_recent_seconds{{method=\"{m}\",quantile=\"{q}\"}} {v}");
+                    let _ = writeln!(
+                        out,
+                        "nri_bandwidth_handler_latency_recent_seconds{{method=\"{m}\",quantile=\"{q}\"}} {v}"
+                    );
                 }
             }
         }

@@ -64,9 +64,19 @@ fn near(what: &str, got: f64, limit: f64) {
     );
 }
 
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 #[test]
 fn pod_annotations_limit_both_directions_and_removal_leaves_nothing() {
-    let Some((_g, e)) = env("a", 71, &[]) else {
+    let metrics = "127.0.0.1:19171";
+    let Some((_g, e)) = env("a", 71, &["--metrics-address", metrics]) else {
         return;
     };
     let pod = e.ctd.run_pod(
@@ -91,6 +101,26 @@ fn pod_annotations_limit_both_directions_and_removal_leaves_nothing() {
         ("web", "default")
     );
     assert!(list[0].path.ends_with("/poduid-a1"), "{}", list[0].path);
+    let m = scrape(metrics);
+    let lim = "nri_bandwidth_limit_bits_per_second{direction=\"ingress\",namespace=\"default\",pod=\"web\",container=\"\"";
+    assert!(m.contains(lim) && m.contains("} 20000000"), "{m}");
+    let bytes = m
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "nri_bandwidth_bytes_total{direction=\"ingress\",namespace=\"default\",pod=\"web\"",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .expect("ingress byte counter");
+    assert!(
+        bytes > 3 * 20_000_000 / 8 / 2,
+        "the counter saw the transfer: {bytes}"
+    );
+    assert!(
+        m.contains("nri_bandwidth_handler_duration_seconds_count{method=\"RunPodSandbox\"} 1"),
+        "{m}"
+    );
 
     e.ctd.remove_pod(&pod);
     e.plugin.wait_log("removed the limit", 0);

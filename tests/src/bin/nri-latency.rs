@@ -19,19 +19,35 @@ fn scrape(addr: &str) -> String {
 }
 
 fn main() {
-    let counts: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let counts = if counts.is_empty() { vec![10, 100] } else { counts };
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let counts = if counts.is_empty() {
+        vec![10, 100]
+    } else {
+        counts
+    };
     println!("| pods | NRI call | calls | p50 ms | p99 ms |\n|---|---|---|---|---|");
     for (i, &n) in counts.iter().enumerate() {
         let ctd = Containerd::start(&format!("lat{i}"), 80 + i as u8);
         let pins = nri_bandwidth_tests::test_pin_root(&format!("lat{i}"));
         let addr = format!("127.0.0.1:{}", 19105 + i);
-        let plugin = PluginProc::start(&ctd.nri_socket(), &pins, &ctd.dir.join("plugin.log"), &["--metrics-address", &addr]);
+        let plugin = PluginProc::start(
+            &ctd.nri_socket(),
+            &pins,
+            &ctd.dir.join("plugin.log"),
+            &["--metrics-address", &addr],
+        );
         let t = Instant::now();
         let mut pods = Vec::new();
         for k in 0..n {
             let uid = format!("lat-{k}");
-            let pod = ctd.run_pod(&format!("p{k}"), &uid, &[("kubernetes.io/egress-bandwidth", "50M")]);
+            let pod = ctd.run_pod(
+                &format!("p{k}"),
+                &uid,
+                &[("kubernetes.io/egress-bandwidth", "50M")],
+            );
             ctd.run_container(&pod, &uid, "app", 5201);
             pods.push(pod);
         }
@@ -50,10 +66,19 @@ fn main() {
             let method = line.split('"').nth(1).unwrap_or("?").to_string();
             let count = line.rsplit(' ').next().unwrap_or("0");
             let q = |q: &str| {
-                let key = format!("nri_bandwidth_handler_latency_recent_seconds{{method=\"{method}\",quantile=\"{q}\"}} ");
-                m.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.parse::<f64>().ok()).map_or(f64::NAN, |v| v * 1e3)
+                let key = format!(
+                    "nri_bandwidth_handler_latency_recent_seconds{{method=\"{method}\",quantile=\"{q}\"}} "
+                );
+                m.lines()
+                    .find_map(|l| l.strip_prefix(&key))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .map_or(f64::NAN, |v| v * 1e3)
             };
-            println!("| {n} | {method} | {count} | {:.2} | {:.2} |", q("0.5"), q("0.99"));
+            println!(
+                "| {n} | {method} | {count} | {:.2} | {:.2} |",
+                q("0.5"),
+                q("0.99")
+            );
         }
         drop(plugin);
         drop(ctd);
