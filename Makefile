@@ -46,7 +46,7 @@ unit: deps
 # modules (tests/e2e/build-peers.sh; cached in .cache/peers).
 peers: deps
 	@command -v go >/dev/null || { echo "go (>= 1.23) is required to build the e2e peers" >&2; exit 1; }
-	tests/e2e/build-peers.sh $(PEERS)
+	CONTAINERD17_VERSION=v1.7.35 tests/e2e/build-peers.sh $(PEERS)
 
 # The whole suite: lint, pure tests, in-kernel tests, lifecycle, traffic, NRI
 # protocol and the containerd end-to-end tests.

@@ -8,6 +8,8 @@
 set -euo pipefail
 
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
+# containerd 1.7 (NRI off by default there), for the compatibility check; empty = skip.
+CONTAINERD17_VERSION=${CONTAINERD17_VERSION-}
 CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.34.0}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.9.1}
 
@@ -34,6 +36,11 @@ build() {
 
 build "$bin" github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" \
     cmd/containerd cmd/containerd-shim-runc-v2 cmd/ctr
+if [ -n "$CONTAINERD17_VERSION" ]; then
+    mkdir -p "$out/containerd-1.7"
+    build "$out/containerd-1.7" github.com/containerd/containerd "$CONTAINERD17_VERSION" \
+        cmd/containerd cmd/containerd-shim-runc-v2
+fi
 build "$bin" sigs.k8s.io/cri-tools "$CRI_TOOLS_VERSION" cmd/crictl
 build "$out/cni" github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION" \
     plugins/main/bridge plugins/main/loopback plugins/ipam/host-local \

@@ -77,7 +77,30 @@ pub fn images(cache: &Path) -> (PathBuf, PathBuf) {
     (tars[0].clone(), cache.join("bwload"))
 }
 
+/// Which containerd to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// containerd 2.x (`.cache/peers/bin`), config version 3, NRI on by default.
+    V2,
+    /// containerd 1.7 (`.cache/peers/containerd-1.7`), config version 2, NRI
+    /// switched on in the config.
+    V17,
+}
+
+impl Flavor {
+    fn bin_dir(self) -> PathBuf {
+        match self {
+            Flavor::V2 => peers().join("bin"),
+            Flavor::V17 => peers().join("containerd-1.7"),
+        }
+    }
+    pub fn available(self) -> bool {
+        self.bin_dir().join("containerd").is_file()
+    }
+}
+
 pub struct Containerd {
+    pub flavor: Flavor,
     pub dir: PathBuf,
     child: Option<Child>,
     pub bridge: String,
@@ -89,6 +112,10 @@ impl Containerd {
     /// Starts a private containerd with NRI on `dir/nri.sock`. `tag` keeps
     /// parallel suites apart (bridge name, subnet, cgroup parent).
     pub fn start(tag: &str, octet: u8) -> Containerd {
+        Self::start_flavor(Flavor::V2, tag, octet)
+    }
+
+    pub fn start_flavor(flavor: Flavor, tag: &str, octet: u8) -> Containerd {
         let dir = std::env::temp_dir().join(format!("nbw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in [
@@ -103,13 +130,43 @@ impl Containerd {
         }
         let peers = peers();
         assert!(
-            peers.join("bin/containerd").is_file(),
+            flavor.available(),
             "containerd not built: run tests/e2e/build-peers.sh (make e2e does)"
         );
         let d = dir.display();
         let cni = peers.join("cni");
-        let config = format!(
-            r#"version = 3
+        let config = if flavor == Flavor::V17 {
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.nri.v1.nri"]
+  # Off by default in 1.7.
+  disable = false
+  socket_path = "{d}/nri.sock"
+  plugin_path = "{d}/nri-plugins"
+  plugin_config_path = "{d}/nri-conf"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:e2e"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{cni}"
+    conf_dir = "{d}/cni-conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      BinaryName = "/usr/sbin/runc"
+      SystemdCgroup = false
+"#,
+                cni = cni.display()
+            )
+        } else {
+            format!(
+                r#"version = 3
 root = "{d}/root"
 state = "{d}/state"
 [grpc]
@@ -135,8 +192,9 @@ state = "{d}/state"
   BinaryName = "/usr/sbin/runc"
   SystemdCgroup = false
 "#,
-            cni = cni.display()
-        );
+                cni = cni.display()
+            )
+        };
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let bridge = format!("nbwe{tag}");
         let subnet = format!("10.252.{octet}");
@@ -151,6 +209,7 @@ state = "{d}/state"
         )
         .unwrap();
         let mut c = Containerd {
+            flavor,
             dir,
             child: None,
             bridge,
@@ -172,7 +231,7 @@ state = "{d}/state"
             .append(true)
             .open(self.dir.join("containerd.log"))
             .unwrap();
-        let child = Command::new(peers().join("bin/containerd"))
+        let child = Command::new(self.flavor.bin_dir().join("containerd"))
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .env("PATH", self.path_env())

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use nri_bandwidth::limiter::{self, Datapath, Entry};
-use nri_bandwidth_tests::e2e::{Containerd, PluginProc, enabled};
+use nri_bandwidth_tests::e2e::{Containerd, Flavor, PluginProc, enabled};
 use nri_bandwidth_tests::test_pin_root;
 
 /// One containerd at a time: they would share two cores and distort the rates.
@@ -335,6 +335,50 @@ fn the_plugin_also_runs_when_launched_by_containerd() {
     ctd.remove_pod(&pod);
     std::thread::sleep(Duration::from_millis(300));
     assert!(entries(&pins).is_empty());
+    drop(ctd);
+    let _ = limiter::remove_tree(&pins);
+}
+
+#[test]
+fn containerd_1_7_with_nri_enabled_in_its_config() {
+    if !enabled() {
+        return;
+    }
+    if !Flavor::V17.available() {
+        eprintln!(
+            "skipped: containerd 1.7 not built (CONTAINERD17_VERSION=v1.7.35 tests/e2e/build-peers.sh)"
+        );
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ctd = Containerd::start_flavor(Flavor::V17, "g", 77);
+    let pins = test_pin_root("e2eg");
+    let plugin = PluginProc::start(&ctd.nri_socket(), &pins, &ctd.dir.join("plugin.log"), &[]);
+    let pod = ctd.run_pod(
+        "old",
+        "uid-g1",
+        &[
+            ("kubernetes.io/egress-bandwidth", "10M"),
+            ("egress-bandwidth.nri-bandwidth.io/app", "4M"),
+        ],
+    );
+    ctd.run_container(&pod, "uid-g1", "app", 5201);
+    let log = plugin.log_text();
+    assert!(
+        log.contains("NRI v0.8"),
+        "containerd 1.7 speaks NRI v0.8 (StateChange events): {log}"
+    );
+    let ip = ctd.pod_ip(&pod);
+    near(
+        "egress of a container under containerd 1.7",
+        ctd.measure(&ip, 5201, "S", 3),
+        4e6,
+    );
+    assert_eq!(entries(&pins).len(), 2);
+    ctd.remove_pod(&pod);
+    plugin.wait_log("removed the limit", 1);
+    assert!(entries(&pins).is_empty());
+    drop(plugin);
     drop(ctd);
     let _ = limiter::remove_tree(&pins);
 }
