@@ -38,8 +38,9 @@ build "$bin" github.com/containerd/containerd/v2 "$CONTAINERD_VERSION" \
     cmd/containerd cmd/containerd-shim-runc-v2 cmd/ctr
 if [ -n "$CONTAINERD17_VERSION" ]; then
     mkdir -p "$out/containerd-1.7"
+    # Its own ctr: a 2.x ctr imports images that 1.7's CRI does not see.
     build "$out/containerd-1.7" github.com/containerd/containerd "$CONTAINERD17_VERSION" \
-        cmd/containerd cmd/containerd-shim-runc-v2
+        cmd/containerd cmd/containerd-shim-runc-v2 cmd/ctr
 fi
 build "$bin" sigs.k8s.io/cri-tools "$CRI_TOOLS_VERSION" cmd/crictl
 build "$out/cni" github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION" \

@@ -158,11 +158,14 @@ state = "{d}/state"
     conf_dir = "{d}/cni-conf"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
+    # Its own shim: the 2.x one refuses 1.7's start protocol.
+    runtime_path = "{shim}"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       BinaryName = "/usr/sbin/runc"
       SystemdCgroup = false
 "#,
-                cni = cni.display()
+                cni = cni.display(),
+                shim = flavor.bin_dir().join("containerd-shim-runc-v2").display()
             )
         } else {
             format!(
@@ -280,7 +283,7 @@ state = "{d}/state"
     }
 
     pub fn ctr(&self) -> Command {
-        let mut c = Command::new(peers().join("bin/ctr"));
+        let mut c = Command::new(self.flavor.bin_dir().join("ctr"));
         c.arg("-a")
             .arg(self.dir.join("containerd.sock"))
             .args(["-n", "k8s.io"]);
