@@ -405,6 +405,19 @@ impl Datapath {
             .collect()
     }
 
+    /// Who owns each limit (the meta map only): what removal by pod or container
+    /// needs, without the per-limit link checks `list` does.
+    pub fn owners(&self) -> Result<Vec<(u64, Owner)>> {
+        let ids = bpf_sys::map_keys_u64(self.meta.as_fd()).map_err(io_err("listing", &self.dir))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(m) = self.read_meta(id)? {
+                out.push((id, owner_of(&m)));
+            }
+        }
+        Ok(out)
+    }
+
     /// One limited cgroup, or None.
     pub fn entry(&self, cgid: u64) -> Result<Option<Entry>> {
         let meta = self.read_meta(cgid)?;
@@ -425,14 +438,7 @@ impl Datapath {
         Ok(Some(Entry {
             cgroup_id: cgid,
             path: abi::get_cstr(&m.path),
-            owner: Owner {
-                source: Source::from_raw(m.source),
-                pod_namespace: abi::get_cstr(&m.pod_namespace),
-                pod_name: abi::get_cstr(&m.pod_name),
-                pod_uid: abi::get_cstr(&m.pod_uid),
-                container: abi::get_cstr(&m.container),
-                container_id: abi::get_cstr(&m.container_id),
-            },
+            owner: owner_of(&m),
             ingress_bps: nz(m.ingress_bps),
             egress_bps: nz(m.egress_bps),
             burst_bytes: nz(m.burst_bytes),
@@ -492,6 +498,17 @@ impl Datapath {
             }
         }
         Ok(removed)
+    }
+}
+
+fn owner_of(m: &BwMeta) -> Owner {
+    Owner {
+        source: Source::from_raw(m.source),
+        pod_namespace: abi::get_cstr(&m.pod_namespace),
+        pod_name: abi::get_cstr(&m.pod_name),
+        pod_uid: abi::get_cstr(&m.pod_uid),
+        container: abi::get_cstr(&m.container),
+        container_id: abi::get_cstr(&m.container_id),
     }
 }
 

@@ -38,16 +38,24 @@ pub fn test_pin_root(tag: &str) -> PathBuf {
     ))
 }
 
-/// A binary of the workspace (e.g. `bwctl`), next to the test executable's
-/// directory. `make test` builds them first.
+/// A binary of the workspace (e.g. `bwctl`): next to the running executable (a
+/// tool in target/<profile>) or one level up (a test in target/<profile>/deps).
+/// `make test` builds them first.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} not built: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
+    let here = exe.parent().expect("executable dir");
+    let candidates = [
+        here.join(name),
+        here.parent().map(|d| d.join(name)).unwrap_or_default(),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not built next to {}: run `cargo build --workspace` first",
+                exe.display()
+            )
+        })
 }

@@ -33,6 +33,10 @@ impl Backend for LimiterBackend {
         self.cgfs.resolve(cgroup).is_ok()
     }
 
+    fn owners(&self) -> Result<Vec<(u64, Owner)>, String> {
+        self.dp.owners().map_err(|e| e.to_string())
+    }
+
     fn entries(&self) -> Result<Vec<Entry>, String> {
         self.dp.list().map_err(|e| e.to_string())
     }

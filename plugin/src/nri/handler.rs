@@ -20,8 +20,16 @@ pub trait Backend: Send + Sync + 'static {
     fn apply(&self, cgroup: &str, limit: &Limit, owner: &Owner) -> Result<u64, String>;
     /// Removes one limit by cgroup id.
     fn remove(&self, cgroup_id: u64) -> Result<(), String>;
-    /// Every limit currently set on the node.
+    /// Every limit currently set on the node, with counters.
     fn entries(&self) -> Result<Vec<Entry>, String>;
+    /// Who owns each limit, by cgroup id (cheaper than `entries`).
+    fn owners(&self) -> Result<Vec<(u64, Owner)>, String> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .map(|e| (e.cgroup_id, e.owner))
+            .collect())
+    }
     /// Whether the cgroup exists yet.
     fn exists(&self, cgroup: &str) -> bool;
 }
@@ -211,16 +219,24 @@ impl<B: Backend> Handler<B> {
         )
     }
 
-    fn remove_where(&self, what: &str, pred: impl Fn(&Entry) -> bool) {
-        match self.backend.entries() {
-            Ok(entries) => {
-                for e in entries
+    fn remove_where(&self, what: &str, pred: impl Fn(&Owner) -> bool) {
+        match self.backend.owners() {
+            Ok(owners) => {
+                for (id, o) in owners
                     .iter()
-                    .filter(|e| e.owner.source == Source::Annotation && pred(e))
+                    .filter(|(_, o)| o.source == Source::Annotation && pred(o))
                 {
-                    match self.backend.remove(e.cgroup_id) {
-                        Ok(()) => log::info!("{what}: removed the limit of {}", e.path),
-                        Err(err) => log::error!("{what}: removing the limit of {}: {err}", e.path),
+                    let who = if o.container.is_empty() {
+                        format!("pod {}/{}", o.pod_namespace, o.pod_name)
+                    } else {
+                        format!(
+                            "container {}/{}/{}",
+                            o.pod_namespace, o.pod_name, o.container
+                        )
+                    };
+                    match self.backend.remove(*id) {
+                        Ok(()) => log::info!("{what}: removed the limit of {who}"),
+                        Err(err) => log::error!("{what}: removing the limit of {who}: {err}"),
                     }
                 }
             }
@@ -231,14 +247,14 @@ impl<B: Backend> Handler<B> {
     pub fn remove_pod_sandbox(&self, pod: &PodSandbox) {
         let uid = pod.uid.clone();
         self.remove_where(&describe(pod, None), |e| {
-            !uid.is_empty() && e.owner.pod_uid == uid
+            !uid.is_empty() && e.pod_uid == uid
         });
     }
 
     pub fn remove_container(&self, pod: &PodSandbox, c: &Container) {
         let id = c.id.clone();
         self.remove_where(&describe(pod, Some(c)), |e| {
-            !id.is_empty() && e.owner.container_id == id
+            !id.is_empty() && e.container_id == id
         });
     }
 
@@ -289,9 +305,8 @@ impl<B: Backend> Handler<B> {
             .map(|c| c.id.as_str())
             .collect();
         self.remove_where("synchronize", |e| {
-            !uids.contains(e.owner.pod_uid.as_str())
-                || (!e.owner.container_id.is_empty()
-                    && !ids.contains(e.owner.container_id.as_str()))
+            !uids.contains(e.pod_uid.as_str())
+                || (!e.container_id.is_empty() && !ids.contains(e.container_id.as_str()))
         });
         // Limits whose cgroup vanished meanwhile are removed by the limiter's own
         // reconcile, which the connection loop runs alongside.
