@@ -17,6 +17,7 @@ const BPF_OBJ_GET: i64 = 7;
 const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
 const BPF_PROG_QUERY: i64 = 16;
 const BPF_LINK_CREATE: i64 = 28;
+const BPF_LINK_DETACH: i64 = 34;
 
 pub const BPF_ANY: u64 = 0;
 pub const BPF_EXIST: u64 = 2;
@@ -105,6 +106,14 @@ pub fn link_create(
         .u32(4, cgroup.as_raw_fd() as u32)
         .u32(8, at as u32);
     sys_bpf(BPF_LINK_CREATE, &mut a).map(fd_from)
+}
+
+/// Detaches a link from its target at once (the link object lives on, defunct,
+/// until its last reference is gone).
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut a = Attr::new();
+    a.u32(0, link.as_raw_fd() as u32);
+    sys_bpf(BPF_LINK_DETACH, &mut a).map(|_| ())
 }
 
 pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {

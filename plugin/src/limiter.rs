@@ -370,6 +370,12 @@ impl Datapath {
         if links.exists() {
             for (_, short, _) in PROGS {
                 let p = links.join(short);
+                // Releasing the last reference frees a link from a workqueue, later;
+                // an explicit detach takes the program off the cgroup now, so the
+                // limit is gone when unlimit returns.
+                if let Ok(fd) = bpf_sys::obj_get(&p) {
+                    let _ = bpf_sys::link_detach(fd.as_fd());
+                }
                 match std::fs::remove_file(&p) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
                         return Err(io_err("unpinning", &p)(e));
