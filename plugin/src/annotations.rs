@@ -67,23 +67,32 @@ pub struct Requested {
     pub bad: Vec<BadAnnotation>,
 }
 
+/// The value of the first of `keys` present, parsed; a parse error is recorded in
+/// `bad` (naming key and value) and reads as absent.
+fn first<T, E: std::fmt::Display>(
+    ann: &HashMap<String, String>,
+    keys: &[&str],
+    parse: impl Fn(&str) -> Result<T, E>,
+    bad: &mut Vec<BadAnnotation>,
+) -> Option<T> {
+    let (key, value) = keys.iter().find_map(|k| ann.get(*k).map(|v| (*k, v)))?;
+    parse(value)
+        .map_err(|e| {
+            bad.push(BadAnnotation {
+                key: key.into(),
+                value: value.clone(),
+                error: e.to_string(),
+            })
+        })
+        .ok()
+}
+
 fn rate(
     ann: &HashMap<String, String>,
     keys: &[&str],
     bad: &mut Vec<BadAnnotation>,
 ) -> Option<Rate> {
-    let (key, value) = keys.iter().find_map(|k| ann.get(*k).map(|v| (*k, v)))?;
-    match Rate::parse(value) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            bad.push(BadAnnotation {
-                key: key.into(),
-                value: value.clone(),
-                error: e.to_string(),
-            });
-            None
-        }
-    }
+    first(ann, keys, Rate::parse, bad)
 }
 
 fn burst(
@@ -91,18 +100,7 @@ fn burst(
     keys: &[&str],
     bad: &mut Vec<BadAnnotation>,
 ) -> Option<ByteSize> {
-    let (key, value) = keys.iter().find_map(|k| ann.get(*k).map(|v| (*k, v)))?;
-    match ByteSize::parse(value) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            bad.push(BadAnnotation {
-                key: key.into(),
-                value: value.clone(),
-                error: e.to_string(),
-            });
-            None
-        }
-    }
+    first(ann, keys, ByteSize::parse, bad)
 }
 
 fn assemble(

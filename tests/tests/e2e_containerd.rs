@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use nri_bandwidth::limiter::{self, Datapath, Entry};
-use nri_bandwidth_tests::e2e::{Containerd, Flavor, PluginProc, enabled};
+use nri_bandwidth_tests::e2e::{Containerd, Flavor, PluginProc, enabled, scrape};
 use nri_bandwidth_tests::test_pin_root;
 
 /// One containerd at a time: they would share two cores and distort the rates.
@@ -62,15 +62,6 @@ fn near(what: &str, got: f64, limit: f64) {
         got / 1e6,
         limit / 1e6
     );
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[test]

@@ -5,18 +5,9 @@
 //!
 //! usage: nri-latency [PODS...]     (default: 10 100; needs root and built peers)
 
-use std::io::{Read, Write};
 use std::time::Instant;
 
-use nri_bandwidth_tests::e2e::{Containerd, PluginProc};
-
-fn scrape(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
+use nri_bandwidth_tests::e2e::{Containerd, PluginProc, scrape};
 
 fn main() {
     let counts: Vec<usize> = std::env::args()
