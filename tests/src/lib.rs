@@ -59,3 +59,18 @@ pub fn workspace_bin(name: &str) -> PathBuf {
             )
         })
 }
+
+/// Removes a test's pin root when dropped, so a failing test leaves no pins.
+pub struct PinRoot(pub PathBuf);
+
+impl PinRoot {
+    pub fn new(tag: &str) -> Self {
+        PinRoot(test_pin_root(tag))
+    }
+}
+
+impl Drop for PinRoot {
+    fn drop(&mut self) {
+        let _ = nri_bandwidth::limiter::remove_tree(&self.0);
+    }
+}

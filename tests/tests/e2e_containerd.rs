@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nri_bandwidth::limiter::{self, Datapath, Entry};
 use nri_bandwidth_tests::e2e::{Containerd, Flavor, PluginProc, enabled, scrape};
-use nri_bandwidth_tests::test_pin_root;
+use nri_bandwidth_tests::{PinRoot, test_pin_root};
 
 /// One containerd at a time: they would share two cores and distort the rates.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -293,7 +293,8 @@ fn the_plugin_also_runs_when_launched_by_containerd() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut ctd = Containerd::start("f", 76);
-    let pins = test_pin_root("e2ef");
+    let pin_guard = PinRoot::new("e2ef");
+    let pins = pin_guard.0.clone();
     let log = ctd.dir.join("launched.log");
     // The runtime replaces the environment, so settings go on the command line.
     let wrapper = ctd.dir.join("nri-plugins/10-bandwidth");
@@ -327,7 +328,6 @@ fn the_plugin_also_runs_when_launched_by_containerd() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(entries(&pins).is_empty());
     drop(ctd);
-    let _ = limiter::remove_tree(&pins);
 }
 
 #[test]
@@ -343,7 +343,8 @@ fn containerd_1_7_with_nri_enabled_in_its_config() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ctd = Containerd::start_flavor(Flavor::V17, "g", 77);
-    let pins = test_pin_root("e2eg");
+    let pin_guard = PinRoot::new("e2eg");
+    let pins = pin_guard.0.clone();
     let plugin = PluginProc::start(&ctd.nri_socket(), &pins, &ctd.dir.join("plugin.log"), &[]);
     let pod = ctd.run_pod(
         "old",
@@ -371,5 +372,4 @@ fn containerd_1_7_with_nri_enabled_in_its_config() {
     assert!(entries(&pins).is_empty());
     drop(plugin);
     drop(ctd);
-    let _ = limiter::remove_tree(&pins);
 }
