@@ -274,12 +274,19 @@ static __always_inline int is_pure_ack(const struct pkt *p)
 
 /* ------------------------------------------------------------------ programs */
 
+/* The state a packet is charged to, or NULL when it passes untouched: loopback
+ * traffic (inside the pod) and cgroups not configured yet. */
+static __always_inline struct bw_state *limited_state(struct __sk_buff *skb)
+{
+	if (skb->ifindex == LOOPBACK_IFINDEX)
+		return 0;
+	return state_get();
+}
+
 SEC("cgroup_skb/egress")
 int bw_egress(struct __sk_buff *skb)
 {
-	if (skb->ifindex == LOOPBACK_IFINDEX)
-		return CG_PASS;
-	struct bw_state *s = state_get();
+	struct bw_state *s = limited_state(skb);
 	if (!s)
 		return CG_PASS;
 
@@ -330,9 +337,7 @@ int bw_egress(struct __sk_buff *skb)
 SEC("cgroup_skb/ingress")
 int bw_ingress(struct __sk_buff *skb)
 {
-	if (skb->ifindex == LOOPBACK_IFINDEX)
-		return CG_PASS;
-	struct bw_state *s = state_get();
+	struct bw_state *s = limited_state(skb);
 	if (!s)
 		return CG_PASS;
 

@@ -579,23 +579,21 @@ fn load_and_pin(dir: &Path) -> Result<()> {
                 .program_mut(name)
                 .ok_or_else(|| load_error(format!("program {name} missing")))?;
             let pin = tmp.join(format!("prog_{short}"));
-            if short == "sockops" {
-                let p: &mut SockOps = prog
+            // Loading needs the typed program; pinning works on any.
+            let loaded = if short == "sockops" {
+                let p: &mut SockOps = (&mut *prog)
                     .try_into()
                     .map_err(|e| load_error(format!("{name}: {e}")))?;
                 p.load()
-                    .map_err(|e| load_error(format!("{name}: {}", verifier_detail(&e))))?;
-                p.pin(&pin)
-                    .map_err(|e| load_error(format!("pinning {name}: {e}")))?;
             } else {
-                let p: &mut CgroupSkb = prog
+                let p: &mut CgroupSkb = (&mut *prog)
                     .try_into()
                     .map_err(|e| load_error(format!("{name}: {e}")))?;
                 p.load()
-                    .map_err(|e| load_error(format!("{name}: {}", verifier_detail(&e))))?;
-                p.pin(&pin)
-                    .map_err(|e| load_error(format!("pinning {name}: {e}")))?;
-            }
+            };
+            loaded.map_err(|e| load_error(format!("{name}: {}", verifier_detail(&e))))?;
+            prog.pin(&pin)
+                .map_err(|e| load_error(format!("pinning {name}: {e}")))?;
         }
         for (map, short) in [("bw_state", "map_state"), ("bw_meta", "map_meta")] {
             let m = ebpf

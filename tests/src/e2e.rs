@@ -135,22 +135,13 @@ impl Containerd {
         );
         let d = dir.display();
         let cni = peers.join("cni");
-        let config = if flavor == Flavor::V17 {
-            format!(
-                r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.nri.v1.nri"]
-  # Off by default in 1.7.
-  disable = false
-  socket_path = "{d}/nri.sock"
-  plugin_path = "{d}/nri-plugins"
-  plugin_config_path = "{d}/nri-conf"
-[plugins."io.containerd.grpc.v1.cri"]
+        // Everything but the CRI section (and the version line) is the same in both
+        // config formats; NRI is off by default in 1.7, on in 2.x: always say so.
+        let (version, cri) = if flavor == Flavor::V17 {
+            (
+                2,
+                format!(
+                    r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "localhost/pause:e2e"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -164,12 +155,35 @@ state = "{d}/state"
       BinaryName = "/usr/sbin/runc"
       SystemdCgroup = false
 "#,
-                cni = cni.display(),
-                shim = flavor.bin_dir().join("containerd-shim-runc-v2").display()
+                    cni = cni.display(),
+                    shim = flavor.bin_dir().join("containerd-shim-runc-v2").display()
+                ),
             )
         } else {
-            format!(
-                r#"version = 3
+            (
+                3,
+                format!(
+                    r#"[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "localhost/pause:e2e"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{cni}"]
+  conf_dir = "{d}/cni-conf"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  BinaryName = "/usr/sbin/runc"
+  SystemdCgroup = false
+"#,
+                    cni = cni.display()
+                ),
+            )
+        };
+        // restrict_oom_score_adj: this machine lacks CAP_SYS_RESOURCE, so runc
+        // cannot lower oom_score_adj below ours.
+        let config = format!(
+            r#"version = {version}
 root = "{d}/root"
 state = "{d}/state"
 [grpc]
@@ -181,23 +195,8 @@ state = "{d}/state"
   socket_path = "{d}/nri.sock"
   plugin_path = "{d}/nri-plugins"
   plugin_config_path = "{d}/nri-conf"
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "localhost/pause:e2e"
-[plugins."io.containerd.cri.v1.runtime"]
-  # This machine lacks CAP_SYS_RESOURCE: runc cannot lower oom_score_adj below ours.
-  restrict_oom_score_adj = true
-[plugins."io.containerd.cri.v1.runtime".cni]
-  bin_dirs = ["{cni}"]
-  conf_dir = "{d}/cni-conf"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-  BinaryName = "/usr/sbin/runc"
-  SystemdCgroup = false
-"#,
-                cni = cni.display()
-            )
-        };
+{cri}"#
+        );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let bridge = format!("nbwe{tag}");
         let subnet = format!("10.252.{octet}");
