@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define BW_ABI_VERSION 1
+#define BW_ABI_VERSION 2
 
 #define BW_DIR_INGRESS 0
 #define BW_DIR_EGRESS 1
@@ -102,7 +102,9 @@ struct bw_sock {
  * daemon learn everything from here.
  */
 #define BW_PATH_MAX 256
-#define BW_NAME_MAX 64
+#define BW_NAME_MAX 64        /* DNS labels: namespace, container name; a pod uid */
+#define BW_POD_NAME_MAX 256   /* pod names are DNS subdomains, up to 253 */
+#define BW_ID_MAX 72          /* container ids: 64 hex digits in every runtime */
 
 #define BW_SOURCE_MANUAL 1
 #define BW_SOURCE_ANNOTATION 2
@@ -118,10 +120,10 @@ struct bw_meta {
 	__u32 pad0;
 	char path[BW_PATH_MAX];       /* relative to the cgroup v2 mount */
 	char pod_namespace[BW_NAME_MAX];
-	char pod_name[BW_NAME_MAX];
+	char pod_name[BW_POD_NAME_MAX];
 	char pod_uid[BW_NAME_MAX];
 	char container[BW_NAME_MAX];  /* empty for a pod-level limit */
-	char container_id[BW_NAME_MAX];
+	char container_id[BW_ID_MAX];
 };
 
 #endif /* BW_MAPS_H */

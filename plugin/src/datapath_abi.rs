@@ -8,7 +8,7 @@
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bw.bpf.o"));
 
 /// `BW_ABI_VERSION`: names the pin directory so a new layout never reuses old pins.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const DIR_INGRESS: usize = 0;
 pub const DIR_EGRESS: usize = 1;
@@ -19,6 +19,8 @@ pub const F_NO_CLAMP: u32 = 1 << 2;
 
 pub const PATH_MAX: usize = 256;
 pub const NAME_MAX: usize = 64;
+pub const POD_NAME_MAX: usize = 256;
+pub const ID_MAX: usize = 72;
 
 pub const SOURCE_MANUAL: u32 = 1;
 pub const SOURCE_ANNOTATION: u32 = 2;
@@ -73,10 +75,10 @@ pub struct BwMeta {
     pub pad0: u32,
     pub path: [u8; PATH_MAX],
     pub pod_namespace: [u8; NAME_MAX],
-    pub pod_name: [u8; NAME_MAX],
+    pub pod_name: [u8; POD_NAME_MAX],
     pub pod_uid: [u8; NAME_MAX],
     pub container: [u8; NAME_MAX],
-    pub container_id: [u8; NAME_MAX],
+    pub container_id: [u8; ID_MAX],
 }
 
 impl Default for BwMeta {
@@ -91,10 +93,10 @@ impl Default for BwMeta {
             pad0: 0,
             path: [0; PATH_MAX],
             pod_namespace: [0; NAME_MAX],
-            pod_name: [0; NAME_MAX],
+            pod_name: [0; POD_NAME_MAX],
             pod_uid: [0; NAME_MAX],
             container: [0; NAME_MAX],
-            container_id: [0; NAME_MAX],
+            container_id: [0; ID_MAX],
         }
     }
 }
@@ -130,6 +132,26 @@ mod tests {
     #[allow(dead_code)]
     mod c {
         include!(concat!(env!("OUT_DIR"), "/bw_layout.rs"));
+    }
+
+    /// Owners are matched by these fields (container removal, resync), so the
+    /// longest real values must survive the round trip untruncated.
+    #[test]
+    fn longest_names_fit() {
+        let mut m = BwMeta::default();
+        let id = "f".repeat(64);
+        let pod = format!("{}.example", "p".repeat(245));
+        assert_eq!(pod.len(), 253);
+        put_cstr(&mut m.container_id, &id);
+        put_cstr(&mut m.pod_name, &pod);
+        put_cstr(&mut m.container, &"c".repeat(63));
+        put_cstr(&mut m.pod_namespace, &"n".repeat(63));
+        put_cstr(&mut m.pod_uid, "0f0e0d0c-0b0a-0908-0706-050403020100");
+        assert_eq!(get_cstr(&m.container_id), id);
+        assert_eq!(get_cstr(&m.pod_name), pod);
+        assert_eq!(get_cstr(&m.container).len(), 63);
+        assert_eq!(get_cstr(&m.pod_namespace).len(), 63);
+        assert_eq!(get_cstr(&m.pod_uid).len(), 36);
     }
 
     #[test]

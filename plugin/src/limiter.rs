@@ -166,6 +166,26 @@ pub fn abi_dir(root: &Path) -> PathBuf {
     root.join(format!("v{}", abi::ABI_VERSION))
 }
 
+/// Limits pinned by a build with another datapath layout stay enforced but are
+/// invisible to this one; say so once, when this build loads its own.
+fn warn_other_abis(root: &Path) {
+    let ours = abi_dir(root);
+    let Ok(dir) = std::fs::read_dir(root) else { return };
+    for e in dir.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if p != ours && name.starts_with('v') && name[1..].parse::<u32>().is_ok() {
+            log::warn!(
+                "{} holds limits of another nri-bandwidth version (datapath ABI {name}); they stay enforced \
+                 until removed with that version's `bwctl unlimit --all --purge` or `rm -r {}`",
+                p.display(),
+                p.display()
+            );
+        }
+    }
+}
+
 fn require_root(what: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -187,6 +207,7 @@ impl Datapath {
         {
             let _lock = lock(root)?;
             if !dir.join("map_meta").exists() {
+                warn_other_abis(root);
                 load_and_pin(&dir)?;
             }
         }

@@ -25,6 +25,11 @@ pub fn human_bps(v: u64) -> String {
 fn who(e: &Entry) -> String {
     let o = &e.owner;
     match (o.pod_name.is_empty(), o.container.is_empty()) {
+        // A hook limit on a plain (podman) container: its short id is the name
+        // `podman ps` shows.
+        (true, _) if !o.container_id.is_empty() => {
+            format!("id {}", o.container_id.chars().take(12).collect::<String>())
+        }
         (true, _) => "-".into(),
         (false, true) => format!("{}/{}", o.pod_namespace, o.pod_name),
         (false, false) => format!("{}/{}/{}", o.pod_namespace, o.pod_name, o.container),
