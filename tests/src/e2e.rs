@@ -37,13 +37,13 @@ pub fn peers() -> PathBuf {
         .unwrap_or_else(|| workspace().join(".cache/peers"))
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
-fn ok(cmd: &mut Command) -> String {
+pub(crate) fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(
         out.status.success(),
@@ -368,16 +368,22 @@ state = "{d}/state"
     /// Goodput in bit/s of one transfer with the pod: mode "R" = the pod receives
     /// (its ingress), "S" = the pod sends (its egress).
     pub fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
-        let bin = peers().join("images/bwload");
-        let out = ok(Command::new(bin).args([
-            "client",
-            &format!("{ip}:{port}"),
-            mode,
-            &secs.to_string(),
-        ]));
-        out.parse()
-            .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
+        measure(ip, port, mode, secs)
     }
+}
+
+/// Goodput in bit/s of one bwload transfer from this host with a bwload server at
+/// `ip:port`: mode "R" = the server receives, "S" = the server sends.
+pub fn measure(ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
+    let bin = peers().join("images/bwload");
+    let out = ok(Command::new(bin).args([
+        "client",
+        &format!("{ip}:{port}"),
+        mode,
+        &secs.to_string(),
+    ]));
+    out.parse()
+        .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
 }
 
 impl Drop for Containerd {

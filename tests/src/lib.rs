@@ -5,6 +5,7 @@
 //! plain `cargo test` on a laptop still runs every pure test.
 
 pub mod e2e;
+pub mod podman;
 pub mod tbf;
 
 use std::path::PathBuf;
