@@ -4,13 +4,28 @@
 
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman systemd
 PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 # The e2e peers need a recent Go; the machine's toolchain lives here when it is not on PATH.
 export PATH := $(PATH):/usr/local/go/bin
 PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench bench-nri e2e peers clean
+.PHONY: all deps build release demo test unit lint bench bench-nri e2e peers clean install uninstall image
+
+# Install locations (`make install DESTDIR=/tmp/stage PREFIX=/usr`). The settings
+# file is always /etc/nri-bandwidth/nri-bandwidth.conf: the hook and the unit
+# look for it there. HOOKSDIR is the directory both podman and CRI-O read by default.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+HOOKSDIR ?= /usr/share/containers/oci/hooks.d
+DOCDIR := $(PREFIX)/share/doc/nri-bandwidth
+# Binaries to install; `make install BUILD_DIR=target/debug` installs a debug build
+# without rebuilding.
+BUILD_DIR ?= target/release
+BINARIES := nri-bandwidth bwctl nri-bandwidth-hook
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 all: build
 
@@ -56,7 +71,7 @@ test: lint build peers
 
 # Only the end-to-end suite against real containerd.
 e2e: build peers
-	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_podman --test deployment
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release
@@ -65,6 +80,34 @@ bench: release
 # NRI handler latency under real containerd at 10 and 100 pods.
 bench-nri: release peers
 	./target/release/nri-latency 10 100 | tee docs/nri-latency.md
+
+# Paths in the unit and the hooks.d JSON follow BINDIR and DOCDIR.
+install: $(if $(filter target/release,$(BUILD_DIR)),release)
+	@for b in $(BINARIES); do [ -x $(BUILD_DIR)/$$b ] || { echo "$(BUILD_DIR)/$$b is missing: build it first" >&2; exit 1; }; done
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(HOOKSDIR) $(DESTDIR)/etc/nri-bandwidth $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(addprefix $(BUILD_DIR)/,$(BINARIES)) $(DESTDIR)$(BINDIR)/
+	sed -e 's#/usr/local/bin/#$(BINDIR)/#g' -e 's#/usr/local/share/doc/nri-bandwidth/#$(DOCDIR)/#g' \
+		systemd/nri-bandwidth.service > $(DESTDIR)$(UNITDIR)/nri-bandwidth.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/nri-bandwidth.service
+	sed -e 's#/usr/local/bin/#$(BINDIR)/#g' hooks/nri-bandwidth-hook.json > $(DESTDIR)$(HOOKSDIR)/nri-bandwidth-hook.json
+	chmod 0644 $(DESTDIR)$(HOOKSDIR)/nri-bandwidth-hook.json
+	@# An existing settings file is the operator's: never overwrite it.
+	[ -e $(DESTDIR)/etc/nri-bandwidth/nri-bandwidth.conf ] || install -m 0644 packaging/nri-bandwidth.conf $(DESTDIR)/etc/nri-bandwidth/nri-bandwidth.conf
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+# Leaves /etc/nri-bandwidth and any limits in place (`bwctl unlimit --all --purge` first).
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(BINARIES)) $(DESTDIR)$(UNITDIR)/nri-bandwidth.service \
+		$(DESTDIR)$(HOOKSDIR)/nri-bandwidth-hook.json
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+# The DaemonSet's image, built from the release binaries and the shared libraries
+# they link (no base image, no registry): target/nri-bandwidth-image.tar. Load it
+# with `ctr -n k8s.io images import` on each node or push it with skopeo.
+image: release
+	packaging/oci-image.sh localhost/nri-bandwidth:$(VERSION) target/nri-bandwidth-image.tar \
+		/usr/local/bin/nri-bandwidth \
+		$(foreach b,$(BINARIES),target/release/$(b):/usr/local/bin/$(b))
 
 clean:
 	$(CARGO) clean

@@ -170,7 +170,9 @@ pub fn abi_dir(root: &Path) -> PathBuf {
 /// invisible to this one; say so once, when this build loads its own.
 fn warn_other_abis(root: &Path) {
     let ours = abi_dir(root);
-    let Ok(dir) = std::fs::read_dir(root) else { return };
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in dir.flatten() {
         let p = e.path();
         let name = e.file_name();

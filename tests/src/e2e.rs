@@ -68,10 +68,11 @@ pub fn images(cache: &Path) -> (PathBuf, PathBuf) {
             .env("CGO_ENABLED", "0")
             .env("GOTOOLCHAIN", "local"));
         let tar = cache.join(format!("{name}.tar"));
-        ok(Command::new(workspace().join("tests/e2e/make-image.sh"))
-            .arg(name)
-            .arg(&bin)
-            .arg(&tar));
+        ok(Command::new(workspace().join("packaging/oci-image.sh"))
+            .arg(format!("localhost/{name}:e2e"))
+            .arg(&tar)
+            .arg(format!("/{name}"))
+            .arg(format!("{}:/{name}", bin.display())));
         tars.push(tar);
     }
     (tars[0].clone(), cache.join("bwload"))
@@ -376,12 +377,8 @@ state = "{d}/state"
 /// `ip:port`: mode "R" = the server receives, "S" = the server sends.
 pub fn measure(ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
     let bin = peers().join("images/bwload");
-    let out = ok(Command::new(bin).args([
-        "client",
-        &format!("{ip}:{port}"),
-        mode,
-        &secs.to_string(),
-    ]));
+    let out =
+        ok(Command::new(bin).args(["client", &format!("{ip}:{port}"), mode, &secs.to_string()]));
     out.parse()
         .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
 }

@@ -45,7 +45,11 @@ fn annotated_container_is_limited_both_ways_and_released_on_removal() {
     assert_eq!(list.len(), 1, "{list:?}");
     let e = &list[0];
     assert_eq!(e["owner"]["source"], "hook");
-    assert_eq!(e["owner"]["container_id"], id.as_str(), "the full id is kept");
+    assert_eq!(
+        e["owner"]["container_id"],
+        id.as_str(),
+        "the full id is kept"
+    );
     assert_eq!(e["ingress_bps"], 20_000_000);
     assert_eq!(e["egress_bps"], 10_000_000);
     let pid = p.inspect("limited", "{{.State.Pid}}");
@@ -60,14 +64,21 @@ fn annotated_container_is_limited_both_ways_and_released_on_removal() {
     let ingress = e2e::measure(&ip, 5201, "R", SECS) / 20e6;
     let egress = e2e::measure(&ip, 5201, "S", SECS) / 10e6;
     eprintln!("podman hook: ingress {ingress:.3}, egress {egress:.3} of the limit");
-    assert!((0.80..=1.05).contains(&ingress), "ingress {ingress:.3} of 20M");
+    assert!(
+        (0.80..=1.05).contains(&ingress),
+        "ingress {ingress:.3} of 20M"
+    );
     assert!((0.80..=1.05).contains(&egress), "egress {egress:.3} of 10M");
 
     p.remove("limited");
     let calls = p.hook_calls();
     assert_eq!(calls.len(), 2, "createRuntime + poststop: {calls:?}");
     assert!(json_list(&p).is_empty(), "poststop removed the limit");
-    assert!(p.pinned_links().is_empty(), "left pinned: {:?}", p.pinned_links());
+    assert!(
+        p.pinned_links().is_empty(),
+        "left pinned: {:?}",
+        p.pinned_links()
+    );
     let journal = p.journal_messages().join("\n");
     assert!(journal.contains("limited cgroup"), "{journal}");
     assert!(journal.contains("removed 1 bandwidth limit"), "{journal}");
@@ -87,7 +98,10 @@ fn container_without_annotations_never_runs_the_hook() {
     assert!(p.hook_calls().is_empty(), "hook ran: {:?}", p.hook_calls());
     assert!(!p.pins.0.exists(), "nothing was even loaded");
     // Unlimited on a veth bridge is far beyond any limit used here.
-    assert!(rate > 100e6, "unannotated container got only {rate:.0} bit/s");
+    assert!(
+        rate > 100e6,
+        "unannotated container got only {rate:.0} bit/s"
+    );
 }
 
 #[test]
@@ -139,15 +153,14 @@ fn malformed_state_is_refused_before_touching_anything() {
     let pins = nri_bandwidth_tests::PinRoot::new("hook-bad-state");
     let full = r#"{"ociVersion":"1.0.2","id":"x","status":"creating","pid":1,"bundle":"/b","annotations":{"kubernetes.io/ingress-bandwidth":"1M"}}"#;
     for input in ["", "{", &full[..full.len() / 2], "not json"] {
-        let mut child = std::process::Command::new(nri_bandwidth_tests::workspace_bin(
-            "nri-bandwidth-hook",
-        ))
-        .arg("--pin-root")
-        .arg(&pins.0)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut child =
+            std::process::Command::new(nri_bandwidth_tests::workspace_bin("nri-bandwidth-hook"))
+                .arg("--pin-root")
+                .arg(&pins.0)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
         use std::io::Write;
         child
             .stdin
@@ -158,7 +171,10 @@ fn malformed_state_is_refused_before_touching_anything() {
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{input:?}: {err}");
-        assert!(err.contains("OCI state") && err.contains("expected"), "{err}");
+        assert!(
+            err.contains("OCI state") && err.contains("expected"),
+            "{err}"
+        );
         assert!(!pins.0.exists(), "{input:?} touched the pin root");
     }
 }
