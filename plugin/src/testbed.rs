@@ -32,8 +32,21 @@ pub struct Testbed {
     pub peer_v6: IpAddr,
     pub cgroup: PathBuf,
     pub cgroup_rel: String,
+    /// Set by [`Testbed::create_split`]: the namespace cutting the veth in two.
+    pub middle: Option<Middle>,
     cgfs: CgroupFs,
     children: Vec<Child>,
+}
+
+/// A namespace between the host and the workload: `host_if` ═ `a` [ns] `b` ═
+/// `peer_if`. Nothing crosses it until something bridges `a` and `b` (the
+/// benchmark's delay line); its interfaces carry no addresses, so its own stack
+/// stays out of the way.
+#[derive(Clone, Debug)]
+pub struct Middle {
+    pub ns: String,
+    pub a: String,
+    pub b: String,
 }
 
 fn sh(args: &[&str]) -> io::Result<Output> {
@@ -72,6 +85,15 @@ impl Testbed {
     /// Creates the namespace, veth pair and cgroup. `tag` (a few letters) makes the
     /// names recognisable; a per-process sequence keeps parallel tests apart.
     pub fn create(cgfs: &CgroupFs, tag: &str) -> io::Result<Self> {
+        Self::build(cgfs, tag, false)
+    }
+
+    /// Like [`Testbed::create`], with a [`Middle`] namespace cutting the veth.
+    pub fn create_split(cgfs: &CgroupFs, tag: &str) -> io::Result<Self> {
+        Self::build(cgfs, tag, true)
+    }
+
+    fn build(cgfs: &CgroupFs, tag: &str, split: bool) -> io::Result<Self> {
         need("ip", "iproute2")?;
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -92,14 +114,46 @@ impl Testbed {
             peer_v6: format!("fd00:251:{subnet}::2").parse().unwrap(),
             cgroup: PathBuf::new(),
             cgroup_rel: cgroup_rel.clone(),
+            middle: split.then(|| Middle {
+                ns: format!("nbw-{tag}-{id}-mid"),
+                a: format!("nbma{id}"),
+                b: format!("nbmb{id}"),
+            }),
             cgfs: cgfs.clone(),
             children: Vec::new(),
         };
         // From here on, Drop cleans up whatever part was made.
         sh(&["ip", "netns", "add", &ns])?;
-        sh(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
-        ])?;
+        match tb.middle.clone() {
+            None => {
+                sh(&[
+                    "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+                ])?;
+            }
+            Some(m) => {
+                sh(&["ip", "netns", "add", &m.ns])?;
+                sh(&[
+                    "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &m.a,
+                ])?;
+                sh(&[
+                    "ip", "link", "add", &m.b, "type", "veth", "peer", "name", &peer_if,
+                ])?;
+                sh(&["ip", "link", "set", &m.a, "netns", &m.ns])?;
+                sh(&["ip", "link", "set", &m.b, "netns", &m.ns])?;
+                let mx = |a: &[&str]| {
+                    let mut v = vec!["ip", "netns", "exec", &m.ns];
+                    v.extend_from_slice(a);
+                    sh(&v)
+                };
+                // No addresses and no IPv6 autoconfiguration: the middle's stack
+                // must neither answer nor send anything.
+                mx(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+                mx(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
+                for dev in [&m.a, &m.b] {
+                    mx(&["ip", "link", "set", dev, "up"])?;
+                }
+            }
+        }
         sh(&["ip", "link", "set", &peer_if, "netns", &ns])?;
         let (h4, p4, h6, p6) = (tb.host_v4, tb.peer_v4, tb.host_v6, tb.peer_v6);
         sh(&["ip", "addr", "add", &format!("{h4}/24"), "dev", &host_if])?;
@@ -241,6 +295,9 @@ impl Drop for Testbed {
             .args(["link", "del", &self.host_if])
             .output();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        if let Some(m) = &self.middle {
+            let _ = Command::new("ip").args(["netns", "del", &m.ns]).output();
+        }
         let _ = Command::new("tc")
             .args(["qdisc", "del", "dev", &self.host_if, "root"])
             .output();
@@ -277,6 +334,8 @@ pub struct Iperf3 {
     /// true: the workload sends (its egress); false: it receives (its ingress).
     pub reverse: bool,
     pub congestion: Option<String>,
+    /// Report interval in seconds (iperf3 -i; 0.1 is its smallest).
+    pub interval: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -288,6 +347,10 @@ pub struct Iperf3Result {
     /// Per-interval goodput, bits per second (omitted seconds excluded).
     pub intervals_bps: Vec<f64>,
     pub congestion: String,
+    /// The receiver's goodput per report interval from the start of the run,
+    /// omitted seconds included: (seconds since start at the interval's end, bit/s).
+    /// For a normal run the receiver is the server (iperf3 --get-server-output).
+    pub receiver_series: Vec<(f64, f64)>,
 }
 
 impl Iperf3 {
@@ -300,6 +363,7 @@ impl Iperf3 {
             streams: 1,
             reverse: false,
             congestion: None,
+            interval: None,
         }
     }
 
@@ -327,8 +391,25 @@ impl Iperf3 {
         if let Some(cc) = &self.congestion {
             cmd.args(["-C", cc]);
         }
+        if let Some(i) = self.interval {
+            cmd.args(["-i", &i.to_string()]);
+            if !self.reverse {
+                cmd.arg("--get-server-output");
+            }
+        }
         let out = cmd.stdin(Stdio::null()).output()?;
-        parse_iperf3(&String::from_utf8_lossy(&out.stdout))
+        let mut r = parse_iperf3(&String::from_utf8_lossy(&out.stdout))?;
+        if self.interval.is_some() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            let intervals = if self.reverse {
+                &v["intervals"]
+            } else {
+                &v["server_output_json"]["intervals"]
+            };
+            r.receiver_series = series(intervals);
+        }
+        Ok(r)
     }
 }
 
@@ -362,7 +443,28 @@ pub fn parse_iperf3(json: &str) -> io::Result<Iperf3Result> {
         retransmits,
         intervals_bps,
         congestion,
+        receiver_series: Vec::new(),
     })
+}
+
+/// (time since start at each interval's end, bit/s) from an iperf3 `intervals`
+/// array. Times accumulate interval lengths, because iperf3 restarts its clock
+/// after the omitted seconds.
+pub fn series(intervals: &serde_json::Value) -> Vec<(f64, f64)> {
+    let mut t = 0.0;
+    intervals
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| {
+                    let sum = &i["sum"];
+                    let len = sum["seconds"].as_f64()?;
+                    t += len;
+                    Some((t, sum["bits_per_second"].as_f64()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Round-trip times of `count` pings at `interval` from the root namespace, in ms.
@@ -429,6 +531,18 @@ mod tests {
         assert_eq!(r.retransmits, 3);
         assert_eq!(r.intervals_bps, vec![9.5e6]);
         assert_eq!(r.congestion, "cubic");
+    }
+
+    #[test]
+    fn series_accumulates_across_the_omitted_part() {
+        let j: serde_json::Value = serde_json::from_str(
+            r#"[{"sum":{"seconds":0.5,"bits_per_second":2e6,"omitted":true}},
+                {"sum":{"seconds":0.5,"bits_per_second":1e6,"omitted":true}},
+                {"sum":{"seconds":0.5,"bits_per_second":3e6}}]"#,
+        )
+        .unwrap();
+        assert_eq!(series(&j), vec![(0.5, 2e6), (1.0, 1e6), (1.5, 3e6)]);
+        assert!(series(&serde_json::Value::Null).is_empty());
     }
 
     #[test]

@@ -34,6 +34,7 @@ use nri_bandwidth::limiter::{self, Datapath, Entry, Limit, Owner, Source};
 use nri_bandwidth::rate::Rate;
 use nri_bandwidth::testbed::{self, Iperf3, Testbed};
 use nri_bandwidth::testrun::{self, L4, Prog, SkbCtx, TestDatapath};
+use nri_bandwidth_tests::delay_line::{self, DelayLine};
 use nri_bandwidth_tests::tbf::{self, Direction, Tbf};
 
 // ------------------------------------------------------------------ command line
@@ -46,8 +47,25 @@ use nri_bandwidth_tests::tbf::{self, Direction, Tbf};
 )]
 struct Args {
     /// Limits to test, Kubernetes quantities in bits per second.
-    #[arg(long, value_delimiter = ',', default_value = "10M,100M,1G")]
+    #[arg(long, value_delimiter = ',', default_value = "1M,10M,100M,1G")]
     rates: Vec<Rate>,
+    /// One-way delays in milliseconds between the host and the workload. 0 is the
+    /// plain veth; anything else cuts it with a namespace where the user-space delay
+    /// line holds every frame that long. Each delay gets its own testbed.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    delays: Vec<f64>,
+    /// Runs per limiter and cell, alternating ours/tbf (mean and spread reported).
+    #[arg(long, default_value_t = 1)]
+    repeats: u32,
+    /// Also measure CPU per gigabit: no limiter, ours and tbf+ifb at --cpu-rate,
+    /// on the plain veth.
+    #[arg(long)]
+    cpu: bool,
+    #[arg(long, default_value = "1G")]
+    cpu_rate: Rate,
+    /// Also time attaching and detaching limits on this many cgroups (0 = skip).
+    #[arg(long, default_value_t = 0)]
+    attach_cgroups: u32,
     /// Parallel TCP streams per run (iperf3 -P).
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     streams: Vec<u32>,
@@ -263,6 +281,15 @@ struct Run {
     retr_pct: f64,
     rtt: Option<Rtt>,
     intervals_bps: Vec<f64>,
+    /// Receiver goodput per 100 ms from the start (omitted part included): (s, bit/s).
+    series: Vec<(f64, f64)>,
+    /// Receiver goodput over the first second / limit (> 1: the limiter let a
+    /// burst through before it held).
+    first_second_ratio: Option<f64>,
+    /// Highest 100 ms receiver goodput within the first second / limit.
+    first_peak_ratio: Option<f64>,
+    /// CPU busy time of the whole machine during the run, seconds (/proc/stat).
+    cpu_busy_s: f64,
     /// Congestion control iperf3 reported for the sender.
     congestion: String,
     /// Bucket size both limiters were given, bytes.
@@ -282,6 +309,10 @@ impl Run {
             retr_pct: f64::NAN,
             rtt: None,
             intervals_bps: Vec::new(),
+            series: Vec::new(),
+            first_second_ratio: None,
+            first_peak_ratio: None,
+            cpu_busy_s: f64::NAN,
             congestion: String::new(),
             burst_bytes: None,
             ours: None,
@@ -291,13 +322,20 @@ impl Run {
 
 #[derive(Clone, Debug, Serialize)]
 struct Cell {
+    delay_ms: f64,
     direction: Dir,
     rate: String,
     rate_bps: u64,
     streams: u32,
     cc: String,
+    /// The repeats merged (means; see [`merge`]).
     ours: Option<Run>,
     tbf: Option<Run>,
+    ours_runs: Vec<Run>,
+    tbf_runs: Vec<Run>,
+    /// (min, max) goodput/limit over the repeats.
+    ours_spread: Option<(f64, f64)>,
+    tbf_spread: Option<(f64, f64)>,
     pass: bool,
     verdict: String,
     failed: Vec<&'static str>,
@@ -322,18 +360,66 @@ struct Meta {
     iperf3: String,
     seconds: u32,
     omit: u32,
+    repeats: u32,
+    delays_ms: Vec<f64>,
     ipv6: bool,
     ping: bool,
     tbf_latency_ms: u32,
     burst: String,
 }
 
+/// The unlimited run through one testbed, and what the delay line saw meanwhile:
+/// the ceiling every limited figure at that delay is valid under.
+#[derive(Debug, Serialize)]
+struct Baseline {
+    delay_ms: f64,
+    direction: Dir,
+    streams: u32,
+    run: Run,
+    line: Option<LineStats>,
+}
+
+#[derive(Debug, Serialize)]
+struct LineStats {
+    frames: u64,
+    bytes: u64,
+    kernel_drops: u64,
+    send_errors: u64,
+    late_p50_us: f64,
+    late_p99_us: f64,
+    late_max_us: f64,
+    /// Whether the line's threads got SCHED_FIFO.
+    realtime: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct CpuRow {
+    direction: Dir,
+    limiter: String,
+    received_bps: f64,
+    cpu_busy_s: f64,
+    /// Busy CPU seconds (all cores) per gigabit received.
+    cpu_s_per_gbit: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct AttachStats {
+    cgroups: u32,
+    attach_p50_ms: f64,
+    attach_p99_ms: f64,
+    update_p50_ms: f64,
+    detach_p50_ms: f64,
+    detach_p99_ms: f64,
+}
+
 #[derive(Debug, Default, Serialize)]
 struct Results {
     meta: Meta,
     cost: Vec<CostRow>,
-    baseline: Vec<(Dir, Run)>,
+    baseline: Vec<Baseline>,
     cells: Vec<Cell>,
+    cpu: Vec<CpuRow>,
+    attach: Option<AttachStats>,
     passed: usize,
     interrupted: bool,
 }
@@ -481,6 +567,8 @@ fn meta(a: &Args) -> Meta {
         iperf3,
         seconds: a.seconds,
         omit: a.omit,
+        repeats: a.repeats,
+        delays_ms: a.delays.clone(),
         ipv6: a.ipv6,
         ping: a.ping_on(),
         tbf_latency_ms: tbf::LATENCY_MS,
@@ -764,8 +852,159 @@ fn cost_table(rows: &[CostRow], r: &mut Report) {
 struct Bench<'a> {
     a: &'a Args,
     tb: Testbed,
+    /// The delay line bridging the testbed's middle namespace (delay > 0).
+    line: Option<DelayLine>,
+    delay_ms: f64,
     target: IpAddr,
     port: u16,
+}
+
+impl<'a> Bench<'a> {
+    /// A testbed for one delay, with its delay line and iperf3 server running.
+    fn new(a: &'a Args, cgfs: &CgroupFs, delay_ms: f64) -> Result<Self> {
+        let tb = if delay_ms > 0.0 {
+            Testbed::create_split(cgfs, "bench")
+        } else {
+            Testbed::create(cgfs, "bench")
+        }
+        .context("creating the testbed")?;
+        let target = if a.ipv6 { tb.peer_v6 } else { tb.peer_v4 };
+        eprintln!(
+            "testbed: netns {} ({target}), host side {}, cgroup {}, one-way delay {delay_ms} ms",
+            tb.ns, tb.host_if, tb.cgroup_rel
+        );
+        let mut b = Bench {
+            a,
+            tb,
+            line: None,
+            delay_ms,
+            target,
+            port: a.port,
+        };
+        b.start_line()?;
+        b.tb.start_iperf3_server(b.port)
+            .context("starting iperf3 in the workload")?;
+        std::thread::sleep(Duration::from_millis(200));
+        Ok(b)
+    }
+
+    fn start_line(&mut self) -> Result<()> {
+        if let Some(m) = &self.tb.middle {
+            let d = Duration::from_secs_f64(self.delay_ms / 1000.0);
+            self.line =
+                Some(DelayLine::start(&m.ns, &m.a, &m.b, d).context("starting the delay line")?);
+        }
+        Ok(())
+    }
+
+    /// What the delay line saw since it started; a fresh line takes over.
+    fn line_stats(&mut self) -> Result<Option<LineStats>> {
+        let Some(line) = self.line.take() else {
+            return Ok(None);
+        };
+        let st = line.stop();
+        self.start_line()?;
+        let both = [&st.a_to_b, &st.b_to_a];
+        let late: Vec<f64> = both
+            .iter()
+            .flat_map(|d| d.late_us.iter().copied())
+            .collect();
+        Ok(Some(LineStats {
+            frames: both.iter().map(|d| d.frames).sum(),
+            bytes: both.iter().map(|d| d.bytes).sum(),
+            kernel_drops: both.iter().map(|d| d.kernel_drops).sum(),
+            send_errors: both.iter().map(|d| d.send_errors).sum(),
+            late_p50_us: delay_line::quantile(&late, 0.5),
+            late_p99_us: delay_line::quantile(&late, 0.99),
+            late_max_us: late.iter().copied().fold(f64::NAN, f64::max),
+            realtime: both.iter().all(|d| d.realtime),
+        }))
+    }
+}
+
+/// Busy CPU time of the whole machine so far, seconds (all cores; /proc/stat
+/// counts in USER_HZ = 100).
+fn cpu_busy_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 5 {
+        return f64::NAN;
+    }
+    // user nice system idle iowait irq softirq steal ...
+    let total: f64 = v.iter().take(8).sum();
+    (total - v[3] - v[4]) / 100.0
+}
+
+/// The repeats of one limiter in one cell as one run: mean goodput, summed
+/// retransmissions over summed packets, mean RTT quantiles, the worst first-second
+/// peak; counters and the time series of the first successful run.
+fn merge(runs: &[Run]) -> Option<Run> {
+    let ok: Vec<&Run> = runs.iter().filter(|r| r.error.is_none()).collect();
+    let Some(first) = ok.first() else {
+        return runs.first().cloned();
+    };
+    let n = ok.len() as f64;
+    let mean = |f: &dyn Fn(&Run) -> f64| ok.iter().map(|r| f(r)).sum::<f64>() / n;
+    let mut m = (*first).clone();
+    m.received_bps = mean(&|r| r.received_bps);
+    m.goodput_ratio = first
+        .goodput_ratio
+        .map(|_| mean(&|r| r.goodput_ratio.unwrap_or(f64::NAN)));
+    m.retransmits = ok.iter().map(|r| r.retransmits).sum::<u64>() / ok.len() as u64;
+    let packets: u64 = ok.iter().map(|r| r.packets_approx).sum();
+    let retr: u64 = ok.iter().map(|r| r.retransmits).sum();
+    m.packets_approx = packets / ok.len() as u64;
+    m.retr_pct = if packets == 0 {
+        0.0
+    } else {
+        retr as f64 * 100.0 / packets as f64
+    };
+    let rtts: Vec<&Rtt> = ok
+        .iter()
+        .filter_map(|r| r.rtt.as_ref())
+        .filter(|x| x.samples > 0)
+        .collect();
+    if !rtts.is_empty() {
+        let k = rtts.len() as f64;
+        m.rtt = Some(Rtt {
+            p50_ms: rtts.iter().map(|x| x.p50_ms).sum::<f64>() / k,
+            p99_ms: rtts.iter().map(|x| x.p99_ms).sum::<f64>() / k,
+            samples: rtts.iter().map(|x| x.samples).sum(),
+            sent: rtts.iter().map(|x| x.sent).sum(),
+        });
+    }
+    m.first_second_ratio = first
+        .first_second_ratio
+        .map(|_| mean(&|r| r.first_second_ratio.unwrap_or(f64::NAN)));
+    m.first_peak_ratio = ok
+        .iter()
+        .filter_map(|r| r.first_peak_ratio)
+        .reduce(f64::max);
+    m.cpu_busy_s = mean(&|r| r.cpu_busy_s);
+    Some(m)
+}
+
+/// (min, max) goodput ratio over the successful repeats.
+fn spread(runs: &[Run]) -> Option<(f64, f64)> {
+    let v: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.goodput_ratio)
+        .filter(|x| x.is_finite())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    Some((
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    ))
 }
 
 fn matrix(a: &Args, results: &mut Results, report: &mut Report) -> Result<()> {
@@ -776,134 +1015,300 @@ fn matrix(a: &Args, results: &mut Results, report: &mut Report) -> Result<()> {
     }
     // Declared first so it is dropped last: after the testbed and the datapath.
     let pins = PinRoot(nri_bandwidth_tests::test_pin_root("bench"));
-    let dp = if want_ours {
+    let dp = if want_ours || a.attach_cgroups > 0 {
         Some(Datapath::open(&pins.0).context("loading the datapath")?)
     } else {
         None
     };
     let cgfs = CgroupFs::detect().context("finding the cgroup v2 mount")?;
-    let tb = Testbed::create(&cgfs, "bench").context("creating the testbed")?;
-    let target = if a.ipv6 { tb.peer_v6 } else { tb.peer_v4 };
-    eprintln!(
-        "testbed: netns {} ({target}), host side {}, cgroup {}",
-        tb.ns, tb.host_if, tb.cgroup_rel
-    );
-    let mut b = Bench {
-        a,
-        tb,
-        target,
-        port: a.port,
-    };
-    b.tb.start_iperf3_server(b.port)
-        .context("starting iperf3 in the workload")?;
-    std::thread::sleep(Duration::from_millis(200));
 
-    // Unlimited baseline, once per direction.
-    report.line("");
-    report.line("## Unlimited baseline (1 stream, cubic, no limiter)");
-    report.line("");
-    report.line("| direction | goodput | retr (%pkts) | RTT p50/p99 ms |");
-    report.line("|---|---|---|---|");
-    for &dir in &a.dirs {
-        if interrupted() {
-            return Ok(());
+    if let (Some(dp), n) = (&dp, a.attach_cgroups) {
+        if n > 0 {
+            let st = attach_timing(dp, &cgfs, n)?;
+            report.line("");
+            report.line(format!("## Attach and detach ({n} cgroups, one at a time)"));
+            report.line("");
+            report.line("| attach p50 / p99 ms | update in place p50 ms | detach p50 / p99 ms |");
+            report.line("|---|---|---|");
+            report.line(format!(
+                "| {:.3} / {:.3} | {:.3} | {:.3} / {:.3} |",
+                st.attach_p50_ms,
+                st.attach_p99_ms,
+                st.update_p50_ms,
+                st.detach_p50_ms,
+                st.detach_p99_ms
+            ));
+            results.attach = Some(st);
         }
-        eprintln!("baseline {}: unlimited, 1 stream, cubic", dir.name());
-        let run = b.measure("none", dir, 1, "cubic", None);
-        eprintln!("    {}", progress(&run));
-        report.line(format!(
-            "| {} | {} | {} | {} |",
-            dir.name(),
-            if run.error.is_some() {
-                err_cell(&run)
-            } else {
-                human_bps(run.received_bps)
-            },
-            retr_cell(&run),
-            rtt_cell(&run)
-        ));
-        results.baseline.push((dir, run));
-        b.recover();
-        b.pause();
+    }
+    if a.cpu && !interrupted() {
+        cpu_section(a, dp.as_ref().filter(|_| want_ours), &cgfs, results, report)?;
     }
 
-    report.line("");
-    report.line("## Ours vs tbf");
-    report.line("");
-    report.line(
-        "| direction | rate | streams | cc | ours goodput/limit | tbf goodput/limit | ours retr (%pkts) | tbf retr (%pkts) | ours RTT p50/p99 ms | tbf RTT p50/p99 ms | verdict |",
-    );
-    report.line("|---|---|---|---|---|---|---|---|---|---|---|");
-    let total = a.dirs.len() * a.rates.len() * a.streams.len() * a.cc.len();
+    let total = a.delays.len() * a.dirs.len() * a.rates.len() * a.streams.len() * a.cc.len();
     let mut n = 0;
-    'all: for &dir in &a.dirs {
-        for &rate in &a.rates {
-            for &streams in &a.streams {
-                for cc in &a.cc {
-                    if interrupted() {
-                        break 'all;
-                    }
-                    n += 1;
-                    eprintln!("[{n}/{total}] {} {rate} ×{streams} {cc}", dir.name());
-                    let mut cell = Cell {
-                        direction: dir,
-                        rate: rate.to_string(),
-                        rate_bps: rate.bits_per_sec(),
-                        streams,
-                        cc: cc.clone(),
-                        ours: None,
-                        tbf: None,
-                        pass: false,
-                        verdict: String::new(),
-                        failed: Vec::new(),
-                    };
-                    for &lim in &a.limiters {
+    'delays: for &delay in &a.delays {
+        if interrupted() {
+            break;
+        }
+        let mut b = Bench::new(a, &cgfs, delay)?;
+        report.line("");
+        report.line(format!("## One-way delay {delay} ms"));
+        report.line("");
+        report.line("Unlimited (no limiter), cubic: the ceiling of this testbed.");
+        report.line("");
+        report.line("| direction | streams | goodput | retr (%pkts) | RTT p50/p99 ms | line frames | line drops | line late p50/p99/max µs |");
+        report.line("|---|---|---|---|---|---|---|---|");
+        let most = a.streams.iter().copied().max().unwrap_or(1);
+        let mut counts = vec![1];
+        if most > 1 {
+            counts.push(most);
+        }
+        for &dir in &a.dirs {
+            for &streams in &counts {
+                if interrupted() {
+                    break 'delays;
+                }
+                eprintln!(
+                    "baseline {} ms {}: unlimited, {streams} stream(s), cubic",
+                    delay,
+                    dir.name()
+                );
+                let run = b.measure("none", dir, streams, "cubic", None);
+                let line = b.line_stats()?;
+                eprintln!("    {}", progress(&run));
+                report.line(format!(
+                    "| {} | {streams} | {} | {} | {} | {} |",
+                    dir.name(),
+                    if run.error.is_some() {
+                        err_cell(&run)
+                    } else {
+                        human_bps(run.received_bps)
+                    },
+                    retr_cell(&run),
+                    rtt_cell(&run),
+                    line.as_ref().map_or("— | — | —".into(), |l| format!(
+                        "{} | {} | {:.0}/{:.0}/{:.0}",
+                        l.frames,
+                        l.kernel_drops + l.send_errors,
+                        l.late_p50_us,
+                        l.late_p99_us,
+                        l.late_max_us
+                    ))
+                ));
+                results.baseline.push(Baseline {
+                    delay_ms: delay,
+                    direction: dir,
+                    streams,
+                    run,
+                    line,
+                });
+                b.recover();
+                b.pause();
+            }
+        }
+
+        report.line("");
+        report.line(format!("### Ours vs tbf at {delay} ms one way"));
+        report.line("");
+        report.line(
+            "| direction | rate | streams | cc | ours goodput/limit | tbf goodput/limit | ours retr (%pkts) | tbf retr (%pkts) | ours RTT p50/p99 ms | tbf RTT p50/p99 ms | verdict |",
+        );
+        report.line("|---|---|---|---|---|---|---|---|---|---|---|");
+        for &dir in &a.dirs {
+            for &rate in &a.rates {
+                for &streams in &a.streams {
+                    for cc in &a.cc {
                         if interrupted() {
-                            break;
+                            break 'delays;
                         }
-                        let run = match (lim, &dp) {
-                            (LimiterKind::Ours, Some(dp)) => {
-                                if cell.ours.is_some() {
-                                    continue;
-                                }
-                                b.run_ours(dp, dir, rate, streams, cc)
-                            }
-                            (LimiterKind::Ours, None) => continue,
-                            (LimiterKind::Tbf, _) => {
-                                if cell.tbf.is_some() {
-                                    continue;
-                                }
-                                b.run_tbf(dir, rate, streams, cc)
-                            }
+                        n += 1;
+                        eprintln!(
+                            "[{n}/{total}] {delay} ms {} {rate} ×{streams} {cc}",
+                            dir.name()
+                        );
+                        let mut cell = Cell {
+                            delay_ms: delay,
+                            direction: dir,
+                            rate: rate.to_string(),
+                            rate_bps: rate.bits_per_sec(),
+                            streams,
+                            cc: cc.clone(),
+                            ours: None,
+                            tbf: None,
+                            ours_runs: Vec::new(),
+                            tbf_runs: Vec::new(),
+                            ours_spread: None,
+                            tbf_spread: None,
+                            pass: false,
+                            verdict: String::new(),
+                            failed: Vec::new(),
                         };
-                        eprintln!("    {:<4} {}", run.limiter, progress(&run));
-                        match lim {
-                            LimiterKind::Ours => cell.ours = Some(run),
-                            LimiterKind::Tbf => cell.tbf = Some(run),
+                        // Alternate the limiters within each repeat, so both see the
+                        // same conditions.
+                        for _ in 0..a.repeats {
+                            for &lim in &a.limiters {
+                                if interrupted() {
+                                    break;
+                                }
+                                let run = match (lim, &dp) {
+                                    (LimiterKind::Ours, Some(dp)) if want_ours => {
+                                        b.run_ours(dp, dir, rate, streams, cc)
+                                    }
+                                    (LimiterKind::Ours, _) => continue,
+                                    (LimiterKind::Tbf, _) => b.run_tbf(dir, rate, streams, cc),
+                                };
+                                eprintln!("    {:<4} {}", run.limiter, progress(&run));
+                                match lim {
+                                    LimiterKind::Ours => cell.ours_runs.push(run),
+                                    LimiterKind::Tbf => cell.tbf_runs.push(run),
+                                }
+                                b.recover();
+                                b.pause();
+                            }
                         }
-                        b.recover();
-                        b.pause();
+                        if interrupted() {
+                            break 'delays;
+                        }
+                        cell.ours = merge(&cell.ours_runs);
+                        cell.tbf = merge(&cell.tbf_runs);
+                        cell.ours_spread = spread(&cell.ours_runs);
+                        cell.tbf_spread = spread(&cell.tbf_runs);
+                        let v = verdict(
+                            cell.ours.as_ref(),
+                            cell.tbf.as_ref(),
+                            a.ping_on() && want_ours && want_tbf,
+                        );
+                        cell.pass = v.pass;
+                        cell.verdict = v.text;
+                        cell.failed = v.failed;
+                        eprintln!("    verdict: {}", cell.verdict);
+                        report.line(matrix_row(&cell));
+                        results.cells.push(cell);
                     }
-                    if interrupted() {
-                        break 'all;
-                    }
-                    let v = verdict(
-                        cell.ours.as_ref(),
-                        cell.tbf.as_ref(),
-                        a.ping_on() && want_ours && want_tbf,
-                    );
-                    cell.pass = v.pass;
-                    cell.verdict = v.text;
-                    cell.failed = v.failed;
-                    eprintln!("    verdict: {}", cell.verdict);
-                    report.line(matrix_row(&cell));
-                    results.cells.push(cell);
                 }
             }
         }
     }
     summary(results, a, report);
     Ok(())
+}
+
+/// CPU per gigabit on the plain veth: no limiter, ours, tbf+ifb; one cubic stream.
+fn cpu_section(
+    a: &Args,
+    dp: Option<&Datapath>,
+    cgfs: &CgroupFs,
+    results: &mut Results,
+    report: &mut Report,
+) -> Result<()> {
+    let mut b = Bench::new(a, cgfs, 0.0)?;
+    report.line("");
+    report.line(format!(
+        "## CPU per gigabit (plain veth, 1 cubic stream, limit {})",
+        a.cpu_rate
+    ));
+    report.line("");
+    report.line("| direction | limiter | goodput | busy CPU s (all cores) | CPU s per Gbit |");
+    report.line("|---|---|---|---|---|");
+    for &dir in &a.dirs {
+        for lim in ["none", "ours", "tbf"] {
+            if interrupted() {
+                return Ok(());
+            }
+            eprintln!("cpu {} {lim}", dir.name());
+            let run = match (lim, dp) {
+                ("none", _) => b.measure("none", dir, 1, "cubic", None),
+                ("ours", Some(dp)) => b.run_ours(dp, dir, a.cpu_rate, 1, "cubic"),
+                ("ours", None) => continue,
+                _ => b.run_tbf(dir, a.cpu_rate, 1, "cubic"),
+            };
+            eprintln!("    {}", progress(&run));
+            if run.error.is_none() {
+                let gbit = run.received_bps * f64::from(a.seconds + a.omit) / 1e9;
+                let row = CpuRow {
+                    direction: dir,
+                    limiter: lim.into(),
+                    received_bps: run.received_bps,
+                    cpu_busy_s: run.cpu_busy_s,
+                    cpu_s_per_gbit: run.cpu_busy_s / gbit,
+                };
+                report.line(format!(
+                    "| {} | {lim} | {} | {:.2} | {:.3} |",
+                    dir.name(),
+                    human_bps(row.received_bps),
+                    row.cpu_busy_s,
+                    row.cpu_s_per_gbit
+                ));
+                results.cpu.push(row);
+            }
+            b.recover();
+            b.pause();
+        }
+    }
+    Ok(())
+}
+
+/// Attach, update and detach times over `n` fresh cgroups, one at a time.
+fn attach_timing(dp: &Datapath, cgfs: &CgroupFs, n: u32) -> Result<AttachStats> {
+    let base = format!("/nri-bandwidth-test/attach-{}", std::process::id());
+    let limit = Limit {
+        ingress: Some(Rate::parse("10M").unwrap()),
+        egress: Some(Rate::parse("10M").unwrap()),
+        ..Limit::default()
+    };
+    let update = Limit {
+        ingress: Some(Rate::parse("20M").unwrap()),
+        ..limit.clone()
+    };
+    let owner = Owner {
+        pod_name: "bw-bench-attach".into(),
+        ..Owner::default()
+    };
+    let (mut att, mut upd, mut det) = (Vec::new(), Vec::new(), Vec::new());
+    let mut made = Vec::new();
+    let mut outcome = Ok(());
+    for i in 0..n {
+        let rel = format!("{base}/cg{i}");
+        let dir = match cgfs.create(&rel) {
+            Ok(d) => d,
+            Err(e) => {
+                outcome = Err(anyhow::anyhow!("creating {rel}: {e}"));
+                break;
+            }
+        };
+        made.push(dir.clone());
+        let t = std::time::Instant::now();
+        let cgid = match dp.limit(&dir, &rel, &limit, &owner) {
+            Ok(id) => id,
+            Err(e) => {
+                outcome = Err(anyhow::anyhow!("limiting {rel}: {e}"));
+                break;
+            }
+        };
+        att.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = std::time::Instant::now();
+        let _ = dp.limit(&dir, &rel, &update, &owner);
+        upd.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = std::time::Instant::now();
+        let _ = dp.unlimit(cgid, Duration::ZERO);
+        det.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    for d in made.iter().rev() {
+        let _ = cgfs.remove(d);
+    }
+    if let Ok(parent) = cgfs.resolve(&base) {
+        let _ = cgfs.remove(&parent);
+    }
+    outcome?;
+    Ok(AttachStats {
+        cgroups: n,
+        attach_p50_ms: testbed::quantile(&att, 0.5),
+        attach_p99_ms: testbed::quantile(&att, 0.99),
+        update_p50_ms: testbed::quantile(&upd, 0.5),
+        detach_p50_ms: testbed::quantile(&det, 0.5),
+        detach_p99_ms: testbed::quantile(&det, 0.99),
+    })
 }
 
 impl Bench<'_> {
@@ -923,6 +1328,7 @@ impl Bench<'_> {
         c.streams = streams;
         c.reverse = dir == Dir::Egress;
         c.congestion = Some(cc.to_string());
+        c.interval = Some(0.1);
 
         // iperf3 runs omit + seconds; ping from omit + 0.5 s until 0.5 s before the end.
         let done = Arc::new(AtomicBool::new(false));
@@ -939,7 +1345,9 @@ impl Bench<'_> {
                 Some(testbed::ping_rtts(target, count, 0.01))
             })
         });
+        let cpu0 = cpu_busy_s();
         let res = c.run();
+        let cpu = cpu_busy_s() - cpu0;
         done.store(true, Ordering::SeqCst);
         let rtt = pinger.and_then(|h| match h.join() {
             Ok(Some(Ok(v))) => Some(Rtt {
@@ -960,6 +1368,22 @@ impl Bench<'_> {
         };
         let mss = if a.ipv6 { 1428.0 } else { 1448.0 };
         let packets = (r.received_bps * f64::from(a.seconds) / 8.0 / mss).round() as u64;
+        // The first second as the receiver saw it, from 100 ms intervals.
+        let first: Vec<f64> = r
+            .receiver_series
+            .iter()
+            .filter(|(t, _)| *t <= 1.0 + 1e-6)
+            .map(|(_, bps)| *bps)
+            .collect();
+        let first_ratio = |v: f64| limit_bps.map(|l| v / l as f64);
+        let (first_second_ratio, first_peak_ratio) = if first.is_empty() {
+            (None, None)
+        } else {
+            (
+                first_ratio(first.iter().sum::<f64>() / first.len() as f64),
+                first_ratio(first.iter().copied().fold(0.0, f64::max)),
+            )
+        };
         Run {
             limiter: limiter.into(),
             error: None,
@@ -974,6 +1398,10 @@ impl Bench<'_> {
             },
             rtt,
             intervals_bps: r.intervals_bps,
+            series: r.receiver_series,
+            first_second_ratio,
+            first_peak_ratio,
+            cpu_busy_s: cpu,
             congestion: r.congestion,
             burst_bytes: None,
             ours: None,
@@ -1230,6 +1658,13 @@ fn opt_cell(r: Option<&Run>, f: fn(&Run) -> String) -> String {
     r.map_or("—".into(), f)
 }
 
+fn with_spread(cell: String, spread: Option<(f64, f64)>) -> String {
+    match spread {
+        Some((lo, hi)) if hi > lo => format!("{cell} ({lo:.3}–{hi:.3})"),
+        _ => cell,
+    }
+}
+
 fn matrix_row(c: &Cell) -> String {
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -1237,8 +1672,8 @@ fn matrix_row(c: &Cell) -> String {
         c.rate,
         c.streams,
         c.cc,
-        ratio_cell(c.ours.as_ref()),
-        ratio_cell(c.tbf.as_ref()),
+        with_spread(ratio_cell(c.ours.as_ref()), c.ours_spread),
+        with_spread(ratio_cell(c.tbf.as_ref()), c.tbf_spread),
         opt_cell(c.ours.as_ref(), retr_cell),
         opt_cell(c.tbf.as_ref(), retr_cell),
         opt_cell(c.ours.as_ref(), rtt_cell),
@@ -1363,7 +1798,8 @@ mod tests {
     #[test]
     fn defaults_parse() {
         let a = Args::try_parse_from(["bw-bench"]).unwrap();
-        assert_eq!(a.rates.len(), 3);
+        assert_eq!(a.rates.len(), 4);
+        assert_eq!(a.delays, vec![0.0]);
         assert_eq!(a.streams, vec![1, 8]);
         assert_eq!(a.cc, vec!["cubic", "bbr"]);
         assert_eq!(a.dirs, vec![Dir::Ingress, Dir::Egress]);
