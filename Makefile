@@ -4,13 +4,13 @@
 
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman systemd
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman systemd fonts-dejavu-core
 PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 # The e2e peers need a recent Go; the machine's toolchain lives here when it is not on PATH.
 export PATH := $(PATH):/usr/local/go/bin
 PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench bench-nri e2e peers clean install uninstall image
+.PHONY: all deps build release demo test unit lint bench bench-nri bench-report e2e peers clean install uninstall image
 
 # Install locations (`make install DESTDIR=/tmp/stage PREFIX=/usr`). The settings
 # file is always /etc/nri-bandwidth/nri-bandwidth.conf: the hook and the unit
@@ -108,6 +108,24 @@ image: release
 	packaging/oci-image.sh localhost/nri-bandwidth:$(VERSION) target/nri-bandwidth-image.tar \
 		/usr/local/bin/nri-bandwidth \
 		$(foreach b,$(BINARIES),target/release/$(b):/usr/local/bin/$(b))
+
+# The whole benchmark report (about an hour of traffic on 2 cores): the matrix at
+# 0.2/2/20 ms one way through the delay line, CPU per gigabit, attach times, the
+# daemon at 10/100/1000 pods, real containerd latency, the real CNI bandwidth
+# plugin side by side; then docs/benchmarks.md and docs/img/*.png from those files.
+BENCH_DIR := target/bench
+BENCH_SECONDS ?= 5
+BENCH_REPEATS ?= 2
+BENCH_DELAYS ?= 0.2,2,20
+bench-report: release peers
+	@mkdir -p $(BENCH_DIR)
+	./target/release/bw-bench --delays $(BENCH_DELAYS) --repeats $(BENCH_REPEATS) --seconds $(BENCH_SECONDS) \
+		--cpu --attach-cgroups 200 --json $(BENCH_DIR)/matrix.json --out $(BENCH_DIR)/matrix.md
+	./target/release/nri-synth 10 100 1000 > $(BENCH_DIR)/nri-synth.jsonl
+	./target/release/nri-latency 10 100 > $(BENCH_DIR)/nri-latency.md
+	./target/release/cni-compare $$(( $(BENCH_SECONDS) + 3 )) $(BENCH_REPEATS) > $(BENCH_DIR)/cni.jsonl
+	./target/release/bench-report --matrix $(BENCH_DIR)/matrix.json --synth $(BENCH_DIR)/nri-synth.jsonl \
+		--nri-latency $(BENCH_DIR)/nri-latency.md --cni $(BENCH_DIR)/cni.jsonl --out docs/benchmarks.md --img docs/img
 
 clean:
 	$(CARGO) clean

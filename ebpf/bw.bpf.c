@@ -476,13 +476,14 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 	ss->pacing_applied = want64;
 }
 
-/* Ingress: keep at most this socket's share of rate x (RTT + slack) in flight.
- * At least a bandwidth-delay product, so on long paths the window never limits
- * below the rate (the ACK gate does the limiting); little more than that, so the
- * debt the gate has to repay when it closes stays below what the sender's probe
- * timeout (2 RTT + 2 ticks) refills. The slack (`clamp_budget`, 1 ms of rate)
- * covers paths shorter than a millisecond, where the handshake RTT sample a pure
- * receiver keeps is mostly host latency. */
+/* Ingress: keep at most this socket's share of one bandwidth-delay product in
+ * flight, in payload bytes whose wire size is the rate: a sender clocked by our
+ * ACKs then arrives at the rate by itself, and the ACK gate (which stalls it until
+ * its tail-loss probe, counted as a retransmission) is left for bursts. Measured
+ * through the delay line at 2 and 20 ms one way this removed most gate stalls
+ * (docs/benchmarks.md). Below a millisecond of handshake RTT (mostly host latency
+ * there) no window of whole segments can hold the rate; there the window is
+ * rate x (RTT + 1 ms) (`clamp_budget`) and the gate does the limiting. */
 static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_state *s,
 					struct bw_sock *ss, struct bw_sock_slot *slot, __u64 now)
 {
@@ -496,7 +497,14 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		__u64 srtt_us = skops->srtt_us >> 3;
 		if (srtt_us > 1000000)
 			srtt_us = 1000000;
-		__u64 w = (s->clamp_budget + d->rate / 1000 * srtt_us / 1000) / n;
+		/* One bandwidth-delay product of payload: a sender clocked by our ACKs
+		 * then arrives at the rate by itself and the gate seldom has to stall it.
+		 * Below a millisecond the handshake RTT a pure receiver keeps is mostly
+		 * host latency and no window of whole segments fits, so there the slack
+		 * is added and the gate does the limiting. */
+		__u64 bdp = d->rate / 1000 * srtt_us / 1000;
+		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 : bdp + s->clamp_budget;
+		w /= n;
 		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
 		if (w < 2 * mss)
 			w = 2 * mss;

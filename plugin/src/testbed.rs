@@ -262,7 +262,13 @@ impl Testbed {
         port: u16,
     ) -> io::Result<()> {
         need("iperf3", "iperf3")?;
-        self.spawn_in(cgroup, "iperf3", &["-s", "-p", &port.to_string()])?;
+        // JSON with 100 ms intervals: what a client asking --get-server-output
+        // gets back as the receiver's series.
+        self.spawn_in(
+            cgroup,
+            "iperf3",
+            &["-s", "-J", "-i", "0.1", "-p", &port.to_string()],
+        )?;
         for _ in 0..100 {
             let out = Command::new("ip")
                 .args([

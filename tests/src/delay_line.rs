@@ -270,7 +270,7 @@ fn writer(
         }
         // Keep a bounded, evenly thinned sample of lateness.
         seen += 1;
-        if late.len() < 100_000 || seen % 16 == 0 {
+        if late.len() < 100_000 || seen.is_multiple_of(16) {
             if late.len() >= 100_000 {
                 late.pop_front();
             }

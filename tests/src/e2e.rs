@@ -117,6 +117,17 @@ impl Containerd {
     }
 
     pub fn start_flavor(flavor: Flavor, tag: &str, octet: u8) -> Containerd {
+        Self::start_opts(flavor, tag, octet, false)
+    }
+
+    /// A containerd 2.x whose CNI chain ends with the CNI bandwidth plugin, as a
+    /// cluster that limits with it: containerd hands it the pod's
+    /// `kubernetes.io/*-bandwidth` annotations.
+    pub fn start_with_cni_bandwidth(tag: &str, octet: u8) -> Containerd {
+        Self::start_opts(Flavor::V2, tag, octet, true)
+    }
+
+    fn start_opts(flavor: Flavor, tag: &str, octet: u8, cni_bandwidth: bool) -> Containerd {
         let dir = std::env::temp_dir().join(format!("nbw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in [
@@ -207,7 +218,13 @@ state = "{d}/state"
                 r#"{{"cniVersion":"1.0.0","name":"nbw-e2e-{tag}","plugins":[
  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
    "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}.0/24"}}]],"dataDir":"{d}/ipam"}}}},
- {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#
+ {{"type":"portmap","capabilities":{{"portMappings":true}}}}{bw}]}}"#,
+                bw = if cni_bandwidth {
+                    r#",
+ {"type":"bandwidth","capabilities":{"bandwidth":true}}"#
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();

@@ -7,6 +7,7 @@
 pub mod delay_line;
 pub mod e2e;
 pub mod podman;
+pub mod report_charts;
 pub mod tbf;
 
 use std::path::PathBuf;
