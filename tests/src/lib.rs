@@ -77,3 +77,16 @@ impl Drop for PinRoot {
         let _ = nri_bandwidth::limiter::remove_tree(&self.0);
     }
 }
+
+/// A rate for report tables: `—` for NaN, else Gbit/s, Mbit/s or kbit/s.
+pub fn human_bps(v: f64) -> String {
+    if !v.is_finite() {
+        "—".into()
+    } else if v >= 1e9 {
+        format!("{:.2} Gbit/s", v / 1e9)
+    } else if v >= 1e6 {
+        format!("{:.2} Mbit/s", v / 1e6)
+    } else {
+        format!("{:.1} kbit/s", v / 1e3)
+    }
+}

@@ -497,31 +497,24 @@ fn daemonset_image_runs_its_binaries() {
     }
     ok(&mut script);
     ok(p.cmd().arg("load").arg("-i").arg(&tar));
-    let version = ok(p
-        .cmd()
-        .args(["run", "--rm", "--network=none"])
-        .args([
+    // The image's own entrypoint (None), then each binary, run with --version.
+    let run = |entrypoint: Option<&str>| {
+        let mut c = p.cmd();
+        c.args(["run", "--rm", "--network=none"]).args([
             "--ulimit",
             "nofile=4096:4096",
             "--ulimit",
             "nproc=4096:4096",
-        ])
-        .arg(&name)
-        .arg("--version"));
-    assert!(version.starts_with("nri-bandwidth "), "{version}");
+        ]);
+        if let Some(e) = entrypoint {
+            c.arg(format!("--entrypoint=/usr/local/bin/{e}"));
+        }
+        ok(c.arg(&name).arg("--version"))
+    };
+    let out = run(None);
+    assert!(out.starts_with("nri-bandwidth "), "{out}");
     for b in ["bwctl", "nri-bandwidth-hook"] {
-        let out = ok(p
-            .cmd()
-            .args(["run", "--rm", "--network=none"])
-            .args([
-                "--ulimit",
-                "nofile=4096:4096",
-                "--ulimit",
-                "nproc=4096:4096",
-            ])
-            .arg(format!("--entrypoint=/usr/local/bin/{b}"))
-            .arg(&name)
-            .arg("--version"));
-        assert!(out.starts_with(b), "{out}");
+        let out = run(Some(b));
+        assert!(out.starts_with(&format!("{b} ")), "{out}");
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::report_charts::{self as charts, Line, OURS, Panel, TBF};
 use serde_json::Value;
 
@@ -68,18 +69,6 @@ fn fmt2(v: f64) -> String {
         format!("{v:.2}")
     } else {
         "—".into()
-    }
-}
-
-fn human_bps(v: f64) -> String {
-    if !v.is_finite() {
-        "—".into()
-    } else if v >= 1e9 {
-        format!("{:.2} Gbit/s", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2} Mbit/s", v / 1e6)
-    } else {
-        format!("{:.0} kbit/s", v / 1e3)
     }
 }
 

@@ -35,6 +35,7 @@ use nri_bandwidth::rate::Rate;
 use nri_bandwidth::testbed::{self, Iperf3, Testbed};
 use nri_bandwidth::testrun::{self, L4, Prog, SkbCtx, TestDatapath};
 use nri_bandwidth_tests::delay_line::{self, DelayLine};
+use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::tbf::{self, Direction, Tbf};
 
 // ------------------------------------------------------------------ command line
@@ -1597,18 +1598,6 @@ fn verdict(ours: Option<&Run>, tbf: Option<&Run>, rtt: bool) -> Verdict {
             text: format!("✗ {}", why.join("; ")),
             failed,
         }
-    }
-}
-
-fn human_bps(v: f64) -> String {
-    if v.is_nan() {
-        "—".into()
-    } else if v >= 1e9 {
-        format!("{:.2} Gbit/s", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2} Mbit/s", v / 1e6)
-    } else {
-        format!("{:.1} kbit/s", v / 1e3)
     }
 }
 
