@@ -81,6 +81,16 @@ pub enum HookError {
     Limiter { id: String, detail: String },
 }
 
+impl HookError {
+    /// The limiter failed for container `id`.
+    pub fn limiter(id: &str, detail: impl std::fmt::Display) -> Self {
+        HookError::Limiter {
+            id: id.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
 fn join(bad: &[BadAnnotation]) -> String {
     bad.iter()
         .map(|b| b.to_string())
@@ -205,20 +215,14 @@ pub fn apply<B: Backend + ?Sized>(
 ) -> Result<u64, HookError> {
     backend
         .apply(cgroup, limit, owner)
-        .map_err(|detail| HookError::Limiter {
-            id: id.into(),
-            detail,
-        })
+        .map_err(|detail| HookError::limiter(id, detail))
 }
 
 /// Removes every limit the hook set for container `id`; returns how many.
 /// Limits set by the daemon or by hand on the same cgroup are not the hook's to
 /// remove.
 pub fn remove<B: Backend + ?Sized>(backend: &B, id: &str) -> Result<usize, HookError> {
-    let err = |detail: String| HookError::Limiter {
-        id: id.into(),
-        detail,
-    };
+    let err = |detail: String| HookError::limiter(id, detail);
     let mine: Vec<u64> = backend
         .owners()
         .map_err(err)?

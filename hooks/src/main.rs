@@ -161,15 +161,12 @@ fn create(args: &Args, state: &State, strict: bool, log: &Log) -> Result<(), Hoo
         }
         Plan::Limit { limit, owner } => (limit, owner),
     };
-    let limiter = |detail: String| HookError::Limiter {
-        id: state.id.clone(),
-        detail,
-    };
+    let limiter = |detail: String| HookError::limiter(&state.id, detail);
     // The container's cgroup first: no program is loaded for a container we
     // cannot place.
     let cgfs = cgroup_fs(args).map_err(limiter)?;
     let cgroup = hook_action::container_cgroup(&cgfs, state)?;
-    let dp = Datapath::open(&args.pin_root).map_err(|e| limiter(e.to_string()))?;
+    let dp = Datapath::open(&args.pin_root).map_err(|e| HookError::limiter(&state.id, e))?;
     let b = LimiterBackend { dp, cgfs };
     let cgid = hook_action::apply(&b, &state.id, &cgroup, &limit, &owner)?;
     let show = |r: Option<nri_bandwidth::rate::Rate>| r.map_or("-".to_string(), |r| r.to_string());
@@ -186,12 +183,10 @@ fn create(args: &Args, state: &State, strict: bool, log: &Log) -> Result<(), Hoo
 }
 
 fn stop(args: &Args, state: &State, log: &Log) -> Result<(), HookError> {
-    let limiter = |detail: String| HookError::Limiter {
-        id: state.id.clone(),
-        detail,
-    };
+    let limiter = |detail: String| HookError::limiter(&state.id, detail);
     // Nothing pinned means nothing of ours to remove; never load programs here.
-    let Some(dp) = Datapath::open_existing(&args.pin_root).map_err(|e| limiter(e.to_string()))?
+    let Some(dp) =
+        Datapath::open_existing(&args.pin_root).map_err(|e| HookError::limiter(&state.id, e))?
     else {
         return Ok(());
     };

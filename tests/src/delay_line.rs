@@ -51,23 +51,6 @@ pub struct Stats {
     pub b_to_a: DirStats,
 }
 
-impl DirStats {
-    /// Quantile of the lateness sample, in microseconds.
-    pub fn late_quantile(&self, q: f64) -> f64 {
-        quantile(&self.late_us, q)
-    }
-}
-
-pub fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let i = ((s.len() - 1) as f64 * q).round() as usize;
-    s[i]
-}
-
 pub struct DelayLine {
     stop: Arc<AtomicBool>,
     socks: Vec<Arc<OwnedFd>>,

@@ -34,7 +34,7 @@ use nri_bandwidth::limiter::{self, Datapath, Entry, Limit, Owner, Source};
 use nri_bandwidth::rate::Rate;
 use nri_bandwidth::testbed::{self, Iperf3, Testbed};
 use nri_bandwidth::testrun::{self, L4, Prog, SkbCtx, TestDatapath};
-use nri_bandwidth_tests::delay_line::{self, DelayLine};
+use nri_bandwidth_tests::delay_line::DelayLine;
 use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::tbf::{self, Direction, Tbf};
 
@@ -915,8 +915,8 @@ impl<'a> Bench<'a> {
             bytes: both.iter().map(|d| d.bytes).sum(),
             kernel_drops: both.iter().map(|d| d.kernel_drops).sum(),
             send_errors: both.iter().map(|d| d.send_errors).sum(),
-            late_p50_us: delay_line::quantile(&late, 0.5),
-            late_p99_us: delay_line::quantile(&late, 0.99),
+            late_p50_us: testbed::quantile(&late, 0.5),
+            late_p99_us: testbed::quantile(&late, 0.99),
             late_max_us: late.iter().copied().fold(f64::NAN, f64::max),
             realtime: both.iter().all(|d| d.realtime),
         }))
