@@ -1,5 +1,6 @@
 //! What the hook does at each stage, decided from the OCI state alone and then
-//! carried out on a [`Backend`] (the pinned limiter in the binary, a fake in tests).
+//! carried out on the core's [`Store`] (the pinned limiter in the binary, the fake
+//! store in tests).
 //!
 //! * create stages (`createRuntime`, `createContainer`, `prestart`): the limit the
 //!   container's annotations ask for goes on the container's own cgroup v2
@@ -8,19 +9,19 @@
 //!   runtime has usually removed the cgroup by then, so the limit is found by
 //!   owner, not by path.
 //!
-//! The keys and their precedence are the daemon's ([`nri_bandwidth::annotations`]).
-//! A hook sees one container, so pod-level keys limit that container's cgroup; when
-//! the runtime names the container (CRI-O's `io.kubernetes.container.name`,
-//! containerd's `io.kubernetes.cri.container-name`) its container-scoped keys
-//! apply too and the tighter rate of the two wins per direction.
+//! The keys, their precedence and the strict / fail-open policy are the core's
+//! ([`annotations::merged`], [`Policy`]): a hook sees one container, so pod-level
+//! keys limit that container's cgroup, and when the runtime names the container
+//! (CRI-O's `io.kubernetes.container.name`, containerd's
+//! `io.kubernetes.cri.container-name`) its container-scoped keys apply too.
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use nri_bandwidth::annotations::{self, BadAnnotation, Requested};
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::limiter::{Limit, Owner, Source};
-use nri_bandwidth::nri::handler::Backend;
+use nri_bandwidth_core::annotations;
+use nri_bandwidth_core::cgroup::{Cgroup, CgroupFs};
+use nri_bandwidth_core::model::{Limit, Owner, Source};
+use nri_bandwidth_core::policy::{Policy, Verdict};
+use nri_bandwidth_core::store::Store;
 
 use crate::oci_state::State;
 
@@ -73,8 +74,9 @@ impl Stage {
 pub enum HookError {
     #[error("{0}")]
     Usage(String),
-    #[error("{}", join(.0))]
-    BadAnnotations(Vec<BadAnnotation>),
+    /// Strict mode refused the container; the message names key, value and expectation.
+    #[error("{0}")]
+    Refused(String),
     #[error("container {id}: {detail}")]
     Cgroup { id: String, detail: String },
     #[error("container {id}: {detail}")]
@@ -91,13 +93,6 @@ impl HookError {
     }
 }
 
-fn join(bad: &[BadAnnotation]) -> String {
-    bad.iter()
-        .map(|b| b.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 /// What a create stage should do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
@@ -105,9 +100,9 @@ pub enum Plan {
         limit: Limit,
         owner: Owner,
     },
-    /// Nothing asked (or asked badly and failing open): the reasons, if any.
+    /// Nothing asked, or asked badly and failing open (`warning` says why).
     Nothing {
-        bad: Vec<BadAnnotation>,
+        warning: Option<String>,
     },
 }
 
@@ -118,53 +113,23 @@ fn first<'a>(ann: &'a HashMap<String, String>, keys: &[&str]) -> &'a str {
         .unwrap_or("")
 }
 
-/// The limit the container's annotations ask for, pod-level and container-scoped
-/// keys combined (tighter rate per direction; the container's burst wins).
-pub fn requested(ann: &HashMap<String, String>) -> Requested {
-    let pod = annotations::pod(ann);
-    let name = first(ann, &CONTAINER_NAME_KEYS);
-    let own = annotations::container(ann, name);
-    let mut bad = pod.bad;
-    bad.extend(own.bad);
-    if !bad.is_empty() {
-        return Requested { limit: None, bad };
-    }
-    let limit = match (pod.limit, own.limit) {
-        (None, None) => None,
-        (Some(l), None) | (None, Some(l)) => Some(l),
-        (Some(p), Some(c)) => {
-            let tighter = |a: Option<_>, b: Option<_>| match (a, b) {
-                (Some(a), Some(b)) => Some(std::cmp::min_by_key(
-                    a,
-                    b,
-                    |r: &nri_bandwidth::rate::Rate| r.bits_per_sec(),
-                )),
-                (a, b) => a.or(b),
-            };
-            Some(Limit {
-                ingress: tighter(p.ingress, c.ingress),
-                egress: tighter(p.egress, c.egress),
-                burst: c.burst.or(p.burst),
-                flags: 0,
-            })
-        }
-    };
-    Requested { limit, bad }
+/// How the hook names the container in messages.
+pub fn describe(state: &State) -> String {
+    format!("container {}", state.id)
 }
 
-/// Decides a create stage. Malformed values fail the container only when `strict`.
-pub fn plan_create(state: &State, strict: bool) -> Result<Plan, HookError> {
-    let req = requested(&state.annotations);
-    if !req.bad.is_empty() {
-        if strict {
-            return Err(HookError::BadAnnotations(req.bad));
-        }
-        return Ok(Plan::Nothing { bad: req.bad });
+/// Decides a create stage under `policy`.
+pub fn plan_create(state: &State, policy: Policy) -> Result<Plan, HookError> {
+    let ann = &state.annotations;
+    let req = annotations::merged(ann, first(ann, &CONTAINER_NAME_KEYS));
+    match policy.on_bad_values(&describe(state), &req.bad) {
+        Verdict::Proceed => {}
+        Verdict::RunUnlimited(w) => return Ok(Plan::Nothing { warning: Some(w) }),
+        Verdict::Refuse(msg) => return Err(HookError::Refused(msg)),
     }
     let Some(limit) = req.limit else {
-        return Ok(Plan::Nothing { bad: Vec::new() });
+        return Ok(Plan::Nothing { warning: None });
     };
-    let ann = &state.annotations;
     let owner = Owner {
         source: Source::Hook,
         pod_namespace: first(ann, &POD_NAMESPACE_KEYS).into(),
@@ -178,7 +143,8 @@ pub fn plan_create(state: &State, strict: bool) -> Result<Plan, HookError> {
 
 /// The container's cgroup v2 directory: from its init process while it runs
 /// (what the runtime actually created), else from the bundle's `cgroupsPath`.
-pub fn container_cgroup(cgfs: &CgroupFs, state: &State) -> Result<String, HookError> {
+/// Resolved once; the result goes to the store as it is.
+pub fn container_cgroup(cgfs: &CgroupFs, state: &State) -> Result<Cgroup, HookError> {
     let err = |detail: String| HookError::Cgroup {
         id: state.id.clone(),
         detail,
@@ -198,50 +164,42 @@ pub fn container_cgroup(cgfs: &CgroupFs, state: &State) -> Result<String, HookEr
             cgfs.resolve(&spec).map_err(|e| err(e.to_string()))?
         }
     };
-    Ok(dir_string(&dir))
+    cgfs.cgroup(dir).map_err(|e| err(e.to_string()))
 }
 
-fn dir_string(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-/// Sets the planned limit on `cgroup`; returns the cgroup id.
-pub fn apply<B: Backend + ?Sized>(
-    backend: &B,
+/// Sets the planned limit on `cgroup`.
+pub fn apply<S: Store + ?Sized>(
+    store: &S,
     id: &str,
-    cgroup: &str,
+    cgroup: &Cgroup,
     limit: &Limit,
     owner: &Owner,
-) -> Result<u64, HookError> {
-    backend
+) -> Result<(), HookError> {
+    store
         .apply(cgroup, limit, owner)
-        .map_err(|detail| HookError::limiter(id, detail))
+        .map_err(|e| HookError::limiter(id, e))
 }
 
 /// Removes every limit the hook set for container `id`; returns how many.
 /// Limits set by the daemon or by hand on the same cgroup are not the hook's to
 /// remove.
-pub fn remove<B: Backend + ?Sized>(backend: &B, id: &str) -> Result<usize, HookError> {
-    let err = |detail: String| HookError::limiter(id, detail);
-    let mine: Vec<u64> = backend
-        .owners()
-        .map_err(err)?
-        .into_iter()
-        .filter(|(_, o)| o.source == Source::Hook && o.container_id == id)
-        .map(|(cgid, _)| cgid)
-        .collect();
-    for cgid in &mine {
-        backend.remove(*cgid).map_err(err)?;
+pub fn remove<S: Store + ?Sized>(store: &S, id: &str) -> Result<usize, HookError> {
+    let mine = |o: &Owner| o.source == Source::Hook && o.container_id == id;
+    let removed = store
+        .remove_where(&mine)
+        .map_err(|e| HookError::limiter(id, e))?;
+    let n = removed.len();
+    for r in removed {
+        r.result.map_err(|e| HookError::limiter(id, e))?;
     }
-    Ok(mine.len())
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
-    use nri_bandwidth::limiter::Entry;
+    use nri_bandwidth_core::store::fake::FakeStore;
 
     fn state(status: &str, ann: &[(&str, &str)]) -> State {
         State {
@@ -345,7 +303,7 @@ mod tests {
             ),
         ];
         for (ann, want) in cases {
-            match plan_create(&state("creating", ann), false).unwrap() {
+            match plan_create(&state("creating", ann), Policy::default()).unwrap() {
                 Plan::Limit { limit, owner } => {
                     assert_eq!(bps(&limit), *want, "{ann:?}");
                     assert_eq!(owner.source, Source::Hook);
@@ -360,9 +318,9 @@ mod tests {
     fn nothing_asked_is_nothing_done() {
         let p = plan_create(
             &state("creating", &[("nri-bandwidth.io/burst", "1Mi")]),
-            true,
+            Policy { strict: true },
         );
-        assert_eq!(p.unwrap(), Plan::Nothing { bad: vec![] });
+        assert_eq!(p.unwrap(), Plan::Nothing { warning: None });
     }
 
     #[test]
@@ -374,87 +332,65 @@ mod tests {
                 ("kubernetes.io/egress-bandwidth", "10M"),
             ],
         );
-        match plan_create(&s, false).unwrap() {
-            Plan::Nothing { bad } => {
-                assert_eq!(bad.len(), 1);
-                assert_eq!(bad[0].key, "kubernetes.io/ingress-bandwidth");
+        match plan_create(&s, Policy::default()).unwrap() {
+            Plan::Nothing { warning: Some(w) } => {
+                assert!(
+                    w.contains("container c1 runs without a bandwidth limit")
+                        && w.contains("kubernetes.io/ingress-bandwidth")
+                        && !w.contains("egress"),
+                    "{w}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        let msg = plan_create(&s, true).unwrap_err().to_string();
+        let msg = plan_create(&s, Policy { strict: true })
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("kubernetes.io/ingress-bandwidth") && msg.contains("10 furlongs"),
             "{msg}"
         );
     }
 
-    /// Records what the hook asked of the limiter.
-    #[derive(Default)]
-    struct Fake {
-        owners: Mutex<Vec<(u64, Owner)>>,
-        removed: Mutex<Vec<u64>>,
-    }
-
-    impl Backend for Fake {
-        fn apply(&self, cgroup: &str, _: &Limit, owner: &Owner) -> Result<u64, String> {
-            if cgroup == "/missing" {
-                return Err("cgroup /missing does not exist".into());
-            }
-            let mut o = self.owners.lock().unwrap();
-            let id = o.len() as u64 + 100;
-            o.push((id, owner.clone()));
-            Ok(id)
-        }
-        fn remove(&self, cgid: u64) -> Result<(), String> {
-            self.removed.lock().unwrap().push(cgid);
-            Ok(())
-        }
-        fn entries(&self) -> Result<Vec<Entry>, String> {
-            unreachable!("the hook reads owners only")
-        }
-        fn owners(&self) -> Result<Vec<(u64, Owner)>, String> {
-            Ok(self.owners.lock().unwrap().clone())
-        }
-        fn exists(&self, _: &str) -> bool {
-            true
-        }
-    }
-
     #[test]
     fn poststop_removes_only_this_containers_hook_limits() {
-        let f = Fake::default();
+        let f = FakeStore::new();
         let hook = |id: &str| Owner {
             source: Source::Hook,
             container_id: id.into(),
             ..Owner::default()
         };
-        f.owners.lock().unwrap().extend([
-            (1, hook("c1")),
-            (2, hook("c2")),
-            (
-                3,
-                Owner {
-                    source: Source::Annotation,
-                    container_id: "c1".into(),
-                    ..Owner::default()
-                },
-            ),
-            (4, Owner::default()),
-        ]);
+        f.insert("/a", Limit::default(), hook("c1"));
+        f.insert("/b", Limit::default(), hook("c2"));
+        let daemons = Owner {
+            source: Source::Annotation,
+            container_id: "c1".into(),
+            ..Owner::default()
+        };
+        f.insert("/c", Limit::default(), daemons);
+        f.insert("/d", Limit::default(), Owner::default());
         assert_eq!(remove(&f, "c1").unwrap(), 1);
-        assert_eq!(*f.removed.lock().unwrap(), vec![1]);
+        let left: Vec<String> = f.limits().into_iter().map(|l| l.0).collect();
+        assert_eq!(left, ["/b", "/c", "/d"]);
         assert_eq!(remove(&f, "gone").unwrap(), 0);
     }
 
     #[test]
     fn apply_errors_name_the_container() {
-        let f = Fake::default();
+        let f = FakeStore::new();
         let l = Limit::default();
-        let msg = apply(&f, "c9", "/missing", &l, &Owner::default())
+        let cg = f.resolve("/ok").unwrap();
+        f.fail_with(Some("kernel said no"));
+        let msg = apply(&f, "c9", &cg, &l, &Owner::default())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("c9") && msg.contains("/missing"), "{msg}");
-        assert_eq!(apply(&f, "c9", "/ok", &l, &Owner::default()).unwrap(), 100);
+        assert!(
+            msg.contains("c9") && msg.contains("kernel said no"),
+            "{msg}"
+        );
+        f.fail_with(None);
+        apply(&f, "c9", &cg, &l, &Owner::default()).unwrap();
+        assert_eq!(f.limits().len(), 1);
     }
 
     #[test]

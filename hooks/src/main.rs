@@ -11,17 +11,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use nri_bandwidth::bpffs::DEFAULT_PIN_ROOT;
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::limiter::Datapath;
-use nri_bandwidth::nri::backend::LimiterBackend;
-use nri_bandwidth::nri::config::Config;
+use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_core::datapath::{DEFAULT_PIN_ROOT, Datapath};
+use nri_bandwidth_core::policy::{Config, Policy, Verdict};
+use nri_bandwidth_core::store::NodeStore;
 use nri_bandwidth_hook::hook_action::{self, HookError, Plan, Stage};
 use nri_bandwidth_hook::journal::{self, Priority};
 use nri_bandwidth_hook::oci_state::State;
-
-/// The settings file shared with the daemon; read when it exists.
-const DEFAULT_CONFIG: &str = "/etc/nri-bandwidth/nri-bandwidth.conf";
 
 #[derive(Parser)]
 #[command(
@@ -66,7 +62,7 @@ fn main() -> ExitCode {
         id: String::new(),
         socket: journal::socket_path(),
     };
-    let strict = match settings(&args) {
+    let policy = match settings(&args) {
         Ok(s) => s,
         Err(e) => {
             log.say(Priority::Err, &e);
@@ -94,48 +90,38 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let result = match stage {
-        Stage::Create => create(&args, &state, strict, &log),
+        Stage::Create => create(&args, &state, policy, &log),
         Stage::Stop => stop(&args, &state, &log),
+    };
+    let refuse = |msg: &str| {
+        log.say(
+            Priority::Err,
+            &format!("{msg} (strict: refusing container {})", state.id),
+        );
+        ExitCode::from(1)
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if strict => {
-            log.say(
-                Priority::Err,
-                &format!("{e} (strict: refusing container {})", state.id),
-            );
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            log.say(
-                Priority::Warning,
-                &format!(
-                    "{e}; container {} runs without a bandwidth limit ({} ms)",
-                    state.id,
-                    started.elapsed().as_millis()
-                ),
-            );
-            ExitCode::SUCCESS
-        }
+        Err(HookError::Refused(msg)) => refuse(&msg),
+        Err(e) => match policy.on_failure(&hook_action::describe(&state), &e) {
+            Verdict::Refuse(msg) => refuse(&msg),
+            Verdict::Proceed => ExitCode::SUCCESS,
+            Verdict::RunUnlimited(msg) => {
+                log.say(
+                    Priority::Warning,
+                    &format!("{msg} ({} ms)", started.elapsed().as_millis()),
+                );
+                ExitCode::SUCCESS
+            }
+        },
     }
 }
 
-/// `strict` from the flag, else from the settings file.
-fn settings(args: &Args) -> Result<bool, String> {
-    if args.strict {
-        return Ok(true);
-    }
-    let path = match &args.config {
-        Some(p) => p.clone(),
-        None => {
-            let p = PathBuf::from(DEFAULT_CONFIG);
-            if !p.exists() {
-                return Ok(false);
-            }
-            p
-        }
-    };
-    Config::from_file(&path).map(|c| c.strict)
+/// The policy from the flag, else from the settings file shared with the daemon.
+fn settings(args: &Args) -> Result<Policy, String> {
+    let mut cfg = Config::from_file_or_default(args.config.as_deref())?;
+    cfg.strict |= args.strict;
+    Ok(cfg.policy())
 }
 
 fn cgroup_fs(args: &Args) -> Result<CgroupFs, String> {
@@ -145,17 +131,11 @@ fn cgroup_fs(args: &Args) -> Result<CgroupFs, String> {
     }
 }
 
-fn create(args: &Args, state: &State, strict: bool, log: &Log) -> Result<(), HookError> {
-    let (limit, owner) = match hook_action::plan_create(state, strict)? {
-        Plan::Nothing { bad } => {
-            for b in bad {
-                log.say(
-                    Priority::Warning,
-                    &format!(
-                        "container {}: {b}; it runs without a bandwidth limit",
-                        state.id
-                    ),
-                );
+fn create(args: &Args, state: &State, policy: Policy, log: &Log) -> Result<(), HookError> {
+    let (limit, owner) = match hook_action::plan_create(state, policy)? {
+        Plan::Nothing { warning } => {
+            if let Some(w) = warning {
+                log.say(Priority::Warning, &w);
             }
             return Ok(());
         }
@@ -167,16 +147,16 @@ fn create(args: &Args, state: &State, strict: bool, log: &Log) -> Result<(), Hoo
     let cgfs = cgroup_fs(args).map_err(limiter)?;
     let cgroup = hook_action::container_cgroup(&cgfs, state)?;
     let dp = Datapath::open(&args.pin_root).map_err(|e| HookError::limiter(&state.id, e))?;
-    let b = LimiterBackend { dp, cgfs };
-    let cgid = hook_action::apply(&b, &state.id, &cgroup, &limit, &owner)?;
-    let show = |r: Option<nri_bandwidth::rate::Rate>| r.map_or("-".to_string(), |r| r.to_string());
+    let store = NodeStore { dp, cgfs };
+    hook_action::apply(&store, &state.id, &cgroup, &limit, &owner)?;
     log.say(
         Priority::Info,
         &format!(
-            "container {}: limited cgroup {cgroup} (id {cgid}): ingress {} egress {}",
+            "container {}: limited cgroup {} (id {}): {}",
             state.id,
-            show(limit.ingress),
-            show(limit.egress)
+            cgroup.rel,
+            cgroup.id,
+            limit.describe()
         ),
     );
     Ok(())
@@ -190,11 +170,11 @@ fn stop(args: &Args, state: &State, log: &Log) -> Result<(), HookError> {
     else {
         return Ok(());
     };
-    let b = LimiterBackend {
+    let store = NodeStore {
         dp,
         cgfs: cgroup_fs(args).map_err(limiter)?,
     };
-    let n = hook_action::remove(&b, &state.id)?;
+    let n = hook_action::remove(&store, &state.id)?;
     if n > 0 {
         log.say(
             Priority::Info,

@@ -417,7 +417,7 @@ impl Drop for Containerd {
         let _ = run(Command::new("ip").args(["link", "del", &self.bridge]));
         let root = PathBuf::from(format!(
             "{}{}",
-            nri_bandwidth::cgroup::CgroupFs::detect()
+            nri_bandwidth_core::cgroup::CgroupFs::detect()
                 .map(|c| c.root().display().to_string())
                 .unwrap_or_default(),
             self.cgroup_root

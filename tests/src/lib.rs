@@ -12,25 +12,8 @@ pub mod tbf;
 
 use std::path::PathBuf;
 
-/// The one switch for privileged tests.
-pub const PRIVILEGED_ENV: &str = "NRI_BANDWIDTH_PRIVILEGED";
-
-/// True when privileged tests should run. Panics when the switch is on but the
-/// process is not root: a CI run that silently skipped them would prove nothing.
-pub fn privileged() -> bool {
-    let on = std::env::var(PRIVILEGED_ENV).is_ok_and(|v| v == "1");
-    if on {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "{PRIVILEGED_ENV}=1 needs root"
-        );
-    } else {
-        eprintln!("skipped: set {PRIVILEGED_ENV}=1 and run as root to run privileged tests");
-    }
-    on
-}
+pub use nri_bandwidth_core::rate::human_bps;
+pub use nri_bandwidth_testkit::{PRIVILEGED_ENV, privileged};
 
 /// A pin root private to one test, so tests never touch the host's real limits
 /// and can assert that they leave nothing behind.
@@ -74,19 +57,6 @@ impl PinRoot {
 
 impl Drop for PinRoot {
     fn drop(&mut self) {
-        let _ = nri_bandwidth::limiter::remove_tree(&self.0);
-    }
-}
-
-/// A rate for report tables: `—` for NaN, else Gbit/s, Mbit/s or kbit/s.
-pub fn human_bps(v: f64) -> String {
-    if !v.is_finite() {
-        "—".into()
-    } else if v >= 1e9 {
-        format!("{:.2} Gbit/s", v / 1e9)
-    } else if v >= 1e6 {
-        format!("{:.2} Mbit/s", v / 1e6)
-    } else {
-        format!("{:.1} kbit/s", v / 1e3)
+        let _ = nri_bandwidth_core::datapath::remove_tree(&self.0);
     }
 }

@@ -13,7 +13,7 @@
 //!   mirred egress redirect dev <ifb>` and the same `tbf` as root qdisc of the ifb.
 //!
 //! **Burst.** Both limiters get the same bucket: [`default_burst`] is our limiter's
-//! default ([`nri_bandwidth::bucket::burst_bytes`] with no operator value, 20 ms of
+//! default ([`nri_bandwidth_core::datapath::bucket::burst_bytes`] with no operator value, 20 ms of
 //! the rate and at least one 64 KiB super-packet). That is deliberately *not* what
 //! containerd does: it hands the plugin a burst of 512 MiB when the pod has no burst
 //! annotation, which lets tbf pass seconds of traffic at line rate after any idle
@@ -29,9 +29,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
-use nri_bandwidth::bucket;
-use nri_bandwidth::rate::Rate;
-use nri_bandwidth::testbed::Testbed;
+use nri_bandwidth_core::datapath::bucket;
+use nri_bandwidth_core::rate::Rate;
+use nri_bandwidth_testkit::testbed::Testbed;
 
 /// The queue limit the CNI bandwidth plugin gives tbf, in milliseconds.
 pub const LATENCY_MS: u32 = 25;

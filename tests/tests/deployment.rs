@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nri_bandwidth::annotations;
-use nri_bandwidth::bpffs::DEFAULT_PIN_ROOT;
-use nri_bandwidth::rate::{ByteSize, Rate};
+use nri_bandwidth_core::annotations;
+use nri_bandwidth_core::datapath::DEFAULT_PIN_ROOT;
+use nri_bandwidth_core::rate::{ByteSize, Rate};
 use nri_bandwidth_tests::e2e::workspace;
 use nri_bandwidth_tests::workspace_bin;
 
@@ -354,7 +354,7 @@ fn make_install_stages_a_tree_systemd_accepts() {
         assert_eq!(m.permissions().mode() & 0o777, mode, "{p}");
     }
     // The installed settings file is one the daemon accepts.
-    nri_bandwidth::nri::config::Config::from_file(
+    nri_bandwidth_core::policy::Config::from_file(
         &dest.join("etc/nri-bandwidth/nri-bandwidth.conf"),
     )
     .unwrap();
@@ -421,7 +421,7 @@ fn unit_capability_set_is_enough_for_the_limiter() {
         return;
     }
     let caps = unit_capabilities();
-    let cgfs = nri_bandwidth::cgroup::CgroupFs::detect().unwrap();
+    let cgfs = nri_bandwidth_core::cgroup::CgroupFs::detect().unwrap();
     let rel = format!("nri-bw-caps-{}", std::process::id());
     let dir = cgfs.create(&rel).unwrap();
     let pins = nri_bandwidth_tests::PinRoot::new("caps");
@@ -459,9 +459,9 @@ fn unit_capability_set_is_enough_for_the_limiter() {
     }
     let mut fewer = caps.clone();
     fewer.remove("PERFMON");
-    let _ = nri_bandwidth::limiter::remove_tree(&pins.0);
+    let _ = nri_bandwidth_core::datapath::remove_tree(&pins.0);
     let without = bwctl(&fewer, &["limit", "--cgroup", &cg, "--ingress", "10M"]);
-    let _ = nri_bandwidth::limiter::remove_tree(&pins.0);
+    let _ = nri_bandwidth_core::datapath::remove_tree(&pins.0);
     cgfs.remove(&dir).unwrap();
     for r in &results {
         assert!(
@@ -470,7 +470,7 @@ fn unit_capability_set_is_enough_for_the_limiter() {
             String::from_utf8_lossy(&r.stderr)
         );
     }
-    assert!(String::from_utf8_lossy(&results[2].stdout).contains("20.00M"));
+    assert!(String::from_utf8_lossy(&results[2].stdout).contains("20.00 Mbit/s"));
     assert!(
         !without.status.success(),
         "bwctl worked without CAP_PERFMON: the unit could drop it"

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nri_bandwidth::limiter::{self, Datapath, Entry};
+use nri_bandwidth_core::datapath::{self as limiter, Datapath};
+use nri_bandwidth_core::model::Entry;
 use nri_bandwidth_tests::e2e::{Containerd, Flavor, PluginProc, enabled, scrape};
 use nri_bandwidth_tests::{PinRoot, test_pin_root};
 

@@ -3,9 +3,9 @@
 //! arithmetic, and two CPUs racing on one bucket. Privileged: needs root and
 //! NRI_BANDWIDTH_PRIVILEGED=1.
 
-use nri_bandwidth::bucket;
-use nri_bandwidth::datapath_abi::{self as abi, BwState};
-use nri_bandwidth::testrun::{
+use nri_bandwidth_core::datapath::abi::{self as abi, BwState};
+use nri_bandwidth_core::datapath::bucket;
+use nri_bandwidth_testkit::testrun::{
     CE, DROP, DROP_CN, ECT0, L4, NOT_ECT, PASS, PASS_CN, Prog, SkbCtx, TCP_ACK, TCP_PSH, TCP_SYN,
     TestDatapath, ecn_of, packet,
 };

@@ -9,10 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nri_bandwidth::bpf_sys::{self, AttachType};
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::limiter::{self, Datapath, Limit, Owner, Source};
-use nri_bandwidth::rate::Rate;
+use nri_bandwidth_core::cgroup::{Cgroup, CgroupFs};
+use nri_bandwidth_core::datapath::sys::{self as bpf_sys, AttachType};
+use nri_bandwidth_core::datapath::{self as limiter, Datapath};
+use nri_bandwidth_core::model::{Limit, Owner, Source};
+use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_tests::{privileged, test_pin_root};
 
 /// Tests here count kernel objects, so they must not overlap.
@@ -40,7 +41,7 @@ impl Fixture {
             parent,
         }
     }
-    fn cgroup(&self, name: &str) -> (PathBuf, String) {
+    fn cgroup(&self, name: &str) -> Cgroup {
         let dir = self
             .cgfs
             .create(&format!(
@@ -48,8 +49,7 @@ impl Fixture {
                 self.cgfs.relative(&self.parent).unwrap()
             ))
             .unwrap();
-        let rel = self.cgfs.relative(&dir).unwrap();
-        (dir, rel)
+        self.cgfs.cgroup(dir).unwrap()
     }
 }
 
@@ -107,7 +107,8 @@ fn limit_update_unlimit_round_trip() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let fx = Fixture::new("rt");
-    let (dir, rel) = fx.cgroup("pod");
+    let cg = fx.cgroup("pod");
+    let (dir, rel) = (cg.dir.clone(), cg.rel.clone());
     let dp = Datapath::open(&fx.root).unwrap();
 
     let owner = Owner {
@@ -116,18 +117,17 @@ fn limit_update_unlimit_round_trip() {
         pod_name: "p".into(),
         ..Owner::default()
     };
-    let id = dp
-        .limit(
-            &dir,
-            &rel,
-            &Limit {
-                ingress: rate("10M"),
-                egress: rate("20M"),
-                ..Limit::default()
-            },
-            &owner,
-        )
-        .unwrap();
+    dp.limit(
+        &cg,
+        &Limit {
+            ingress: rate("10M"),
+            egress: rate("20M"),
+            ..Limit::default()
+        },
+        &owner,
+    )
+    .unwrap();
+    let id = cg.id;
     assert_eq!(id, fx.cgfs.id(&dir).unwrap());
     assert_eq!(attached(&dir), [1, 1, 1], "one program per hook");
     let e = dp.entry(id).unwrap().expect("listed");
@@ -142,8 +142,7 @@ fn limit_update_unlimit_round_trip() {
     let link = dp.pin_dir().join(format!("links/{id}/ingress"));
     let before = bpf_sys::link_info(bpf_sys::obj_get(&link).unwrap().as_fd()).unwrap();
     dp.limit(
-        &dir,
-        &rel,
+        &cg,
         &Limit {
             ingress: rate("50M"),
             egress: None,
@@ -169,14 +168,17 @@ fn limit_update_unlimit_round_trip() {
 
     // Bad requests change nothing.
     assert!(
-        dp.limit(&dir, &rel, &Limit::default(), &owner).is_err(),
+        dp.limit(&cg, &Limit::default(), &owner).is_err(),
         "a limit without rates is refused"
     );
     let gone = fx.parent.join("does-not-exist");
     assert!(
         dp.limit(
-            &gone,
-            "/x",
+            &Cgroup {
+                dir: gone,
+                rel: "/x".into(),
+                id: cg.id + 1_000_000,
+            },
             &Limit {
                 ingress: rate("1M"),
                 ..Limit::default()
@@ -199,19 +201,19 @@ fn two_hundred_cgroups_limited_and_unlimited_leave_no_kernel_object() {
     let base = our_kernel_objects();
     let mut made = Vec::new();
     for i in 0..200 {
-        let (dir, rel) = fx.cgroup(&format!("c{i}"));
-        let id = dp
-            .limit(
-                &dir,
-                &rel,
-                &Limit {
-                    ingress: rate("5M"),
-                    egress: rate("5M"),
-                    ..Limit::default()
-                },
-                &Owner::default(),
-            )
-            .unwrap();
+        let cg = fx.cgroup(&format!("c{i}"));
+        let dir = cg.dir.clone();
+        dp.limit(
+            &cg,
+            &Limit {
+                ingress: rate("5M"),
+                egress: rate("5M"),
+                ..Limit::default()
+            },
+            &Owner::default(),
+        )
+        .unwrap();
+        let id = cg.id;
         made.push((id, dir));
     }
     let during = our_kernel_objects();
@@ -238,7 +240,8 @@ fn limit_outlives_a_killed_setter_and_reconcile_cleans_removed_cgroups() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let fx = Fixture::new("kill");
-    let (dir, rel) = fx.cgroup("pod");
+    let cg = fx.cgroup("pod");
+    let (dir, rel) = (cg.dir.clone(), cg.rel.clone());
     let mut child = Command::new(env!("CARGO_BIN_EXE_limit-and-hang"))
         .args([fx.root.to_str().unwrap(), &rel, "30M", "40M"])
         .stdout(Stdio::piped())
@@ -293,7 +296,7 @@ fn bwctl_contract() {
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let fx = Fixture::new("cli");
-    let (_dir, rel) = fx.cgroup("pod");
+    let rel = fx.cgroup("pod").rel;
     let root = fx.root.as_path();
 
     let (code, _, err) = bwctl(&["limit", "--cgroup", &rel, "--ingress", "10Mbps"], root);
@@ -344,7 +347,7 @@ fn bwctl_contract() {
     assert_eq!(v[0]["owner"]["source"], "manual");
     let (code, out, _) = bwctl(&["list"], root);
     assert_eq!(code, 0);
-    assert!(out.contains(&rel) && out.contains("10.00M"), "{out}");
+    assert!(out.contains(&rel) && out.contains("10.00 Mbit/s"), "{out}");
     let (code, out, _) = bwctl(&["stats", "--json", "--interval", "0.2"], root);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -4,42 +4,22 @@
 //! UNIMPLEMENTED for methods we do not serve. No root needed (the limiter is a fake);
 //! the real containerd runs in the e2e suite.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use nri_bandwidth::limiter::{Entry, Limit, Owner};
-use nri_bandwidth::metrics::Metrics;
-use nri_bandwidth::nri::config::Config;
-use nri_bandwidth::nri::connection::{self, Identity};
-use nri_bandwidth::nri::handler::{Backend, Handler};
-use nri_bandwidth::nri::mux::Mux;
-use nri_bandwidth::nri::proto::nri::*;
-use nri_bandwidth::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
-use nri_bandwidth::nri::service::PluginService;
+use nri_bandwidth_core::policy::Config;
+use nri_bandwidth_core::store::fake::FakeStore;
+use nri_plugin::metrics::Metrics;
+use nri_plugin::nri::connection::{self, Identity};
+use nri_plugin::nri::mux::Mux;
+use nri_plugin::nri::proto::nri::*;
+use nri_plugin::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
+use nri_plugin::nri::service::PluginService;
+use nri_plugin::plugin::BandwidthPlugin;
 use ttrpc::r#async::TtrpcContext;
 use ttrpc::r#async::transport::{Listener, Socket};
 use ttrpc::r#async::{Client, Server};
-
-#[derive(Default, Clone)]
-struct Fake(Arc<Mutex<HashMap<String, Limit>>>);
-
-impl Backend for Fake {
-    fn apply(&self, cgroup: &str, limit: &Limit, _owner: &Owner) -> Result<u64, String> {
-        self.0.lock().unwrap().insert(cgroup.into(), limit.clone());
-        Ok(1)
-    }
-    fn remove(&self, _id: u64) -> Result<(), String> {
-        Ok(())
-    }
-    fn entries(&self) -> Result<Vec<Entry>, String> {
-        Ok(Vec::new())
-    }
-    fn exists(&self, _cgroup: &str) -> bool {
-        true
-    }
-}
 
 /// The runtime's side of registration.
 #[derive(Default, Clone)]
@@ -84,20 +64,20 @@ struct Harness {
     client: PluginClient,
     raw: Client,
     registered: RuntimeSide,
-    limits: Fake,
+    limits: Arc<BandwidthPlugin<FakeStore>>,
     _server: Server,
 }
 
 async fn start(strict: bool) -> Harness {
     let (plugin_end, runtime_end) = tokio::net::UnixStream::pair().unwrap();
-    let limits = Fake::default();
-    let handler = Arc::new(Handler::new(limits.clone(), Default::default()));
+    let limits = Arc::new(BandwidthPlugin::new(FakeStore::new(), Default::default()));
+    let handler = limits.clone();
     let base = Config {
         strict,
         metrics_address: None,
     };
     let service = Arc::new(PluginService::new(
-        handler,
+        handler as Arc<dyn nri_plugin::nri::Handler>,
         Arc::new(Metrics::default()),
         base,
     ));
@@ -167,11 +147,11 @@ async fn synchronize_in_chunks_larger_than_a_frame_then_events() {
         h.client.synchronize(ctx(), &first).await.unwrap().more,
         "a more=true chunk must be answered more=true"
     );
-    assert!(h.limits.0.lock().unwrap().is_empty());
+    assert!(h.limits.store().limits().is_empty());
     let mut last = SynchronizeRequest::new();
     last.pods = pods[100..].to_vec();
     assert!(!h.client.synchronize(ctx(), &last).await.unwrap().more);
-    assert_eq!(h.limits.0.lock().unwrap().len(), 200);
+    assert_eq!(h.limits.store().limits().len(), 200);
 
     // A dedicated RPC (NRI v0.12+) and the StateChange form (older runtimes).
     let mut run = RunPodSandboxRequest::new();
@@ -181,15 +161,10 @@ async fn synchronize_in_chunks_larger_than_a_frame_then_events() {
     ev.event = Event::RUN_POD_SANDBOX.into();
     ev.pod = Some(pod("old", &[("kubernetes.io/ingress-bandwidth", "6M")])).into();
     h.client.state_change(ctx(), &ev).await.unwrap();
-    let l = h.limits.0.lock().unwrap();
-    assert_eq!(
-        l["/kubepods/podnew"].ingress.unwrap().bits_per_sec(),
-        5_000_000
-    );
-    assert_eq!(
-        l["/kubepods/podold"].ingress.unwrap().bits_per_sec(),
-        6_000_000
-    );
+    let s = h.limits.store();
+    let ingress = |p: &str| s.get(p).unwrap().0.ingress.unwrap().bits_per_sec();
+    assert_eq!(ingress("/kubepods/podnew"), 5_000_000);
+    assert_eq!(ingress("/kubepods/podold"), 6_000_000);
 }
 
 #[tokio::test]
@@ -211,7 +186,7 @@ async fn strict_mode_refuses_a_pod_with_a_clear_message() {
     // Fail open without strict: same pod starts, unlimited.
     let h = start(false).await;
     h.client.run_pod_sandbox(ctx(), &run).await.unwrap();
-    assert!(h.limits.0.lock().unwrap().is_empty());
+    assert!(h.limits.store().limits().is_empty());
 }
 
 #[tokio::test]

@@ -5,10 +5,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::limiter::{self, Datapath, Limit, Owner};
-use nri_bandwidth::rate::Rate;
-use nri_bandwidth::testbed::{Iperf3, Testbed};
+use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_core::datapath::{self as limiter, Datapath};
+use nri_bandwidth_core::model::{Limit, Owner};
+use nri_bandwidth_core::rate::Rate;
+use nri_bandwidth_testkit::testbed::{Iperf3, Testbed};
 use nri_bandwidth_tests::{privileged, test_pin_root};
 
 /// Traffic tests would distort each other's rates on two cores: one at a time.
@@ -49,8 +50,9 @@ fn limit(e: &Env, ingress: Option<&str>, egress: Option<&str>) -> u64 {
         egress: egress.map(|r| Rate::parse(r).unwrap()),
         ..Limit::default()
     };
-    e.dp.limit(&e.tb.cgroup, &e.tb.cgroup_rel, &l, &Owner::default())
-        .unwrap()
+    let cg = e.tb.cg();
+    e.dp.limit(&cg, &l, &Owner::default()).unwrap();
+    cg.id
 }
 
 fn goodput(target: std::net::IpAddr, reverse: bool, cc: &str, streams: u32, secs: u32) -> f64 {
@@ -129,7 +131,8 @@ fn loopback_inside_the_workload_is_not_limited() {
             .args(["-c", "127.0.0.1", "-p", "5301", "-t", "2", "-J"])
             .output()
             .unwrap();
-    let r = nri_bandwidth::testbed::parse_iperf3(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let r = nri_bandwidth_testkit::testbed::parse_iperf3(&String::from_utf8_lossy(&out.stdout))
+        .unwrap();
     assert!(
         r.received_bps > 10.0 * 10e6,
         "loopback ran at {} bit/s under a 10M limit",
@@ -247,11 +250,9 @@ fn a_rate_change_applies_to_running_flows() {
         egress: Some(Rate::parse("80M").unwrap()),
         ..Limit::default()
     };
-    assert_eq!(
-        e.dp.limit(&e.tb.cgroup, &e.tb.cgroup_rel, &l, &Owner::default())
-            .unwrap(),
-        id
-    );
+    let cg = e.tb.cg();
+    e.dp.limit(&cg, &l, &Owner::default()).unwrap();
+    assert_eq!(cg.id, id);
     let r = run.join().unwrap();
     let iv = &r.intervals_bps;
     assert!(iv.len() >= 6, "intervals: {iv:?}");

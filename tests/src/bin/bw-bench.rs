@@ -27,13 +27,14 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, ValueEnum};
 use serde::Serialize;
 
-use nri_bandwidth::bucket;
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::datapath_abi::{self as abi, BwState};
-use nri_bandwidth::limiter::{self, Datapath, Entry, Limit, Owner, Source};
-use nri_bandwidth::rate::Rate;
-use nri_bandwidth::testbed::{self, Iperf3, Testbed};
-use nri_bandwidth::testrun::{self, L4, Prog, SkbCtx, TestDatapath};
+use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_core::datapath::abi::{self as abi, BwState};
+use nri_bandwidth_core::datapath::bucket;
+use nri_bandwidth_core::datapath::{self as limiter, Datapath};
+use nri_bandwidth_core::model::{Entry, Limit, Owner, Source};
+use nri_bandwidth_core::rate::Rate;
+use nri_bandwidth_testkit::testbed::{self, Iperf3, Testbed};
+use nri_bandwidth_testkit::testrun::{self, L4, Prog, SkbCtx, TestDatapath};
 use nri_bandwidth_tests::delay_line::DelayLine;
 use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::tbf::{self, Direction, Tbf};
@@ -915,8 +916,8 @@ impl<'a> Bench<'a> {
             bytes: both.iter().map(|d| d.bytes).sum(),
             kernel_drops: both.iter().map(|d| d.kernel_drops).sum(),
             send_errors: both.iter().map(|d| d.send_errors).sum(),
-            late_p50_us: testbed::quantile(&late, 0.5),
-            late_p99_us: testbed::quantile(&late, 0.99),
+            late_p50_us: nri_bandwidth_testkit::quantile(&late, 0.5),
+            late_p99_us: nri_bandwidth_testkit::quantile(&late, 0.99),
             late_max_us: late.iter().copied().fold(f64::NAN, f64::max),
             realtime: both.iter().all(|d| d.realtime),
         }))
@@ -1280,8 +1281,15 @@ fn attach_timing(dp: &Datapath, cgfs: &CgroupFs, n: u32) -> Result<AttachStats> 
         };
         made.push(dir.clone());
         let t = std::time::Instant::now();
-        let cgid = match dp.limit(&dir, &rel, &limit, &owner) {
-            Ok(id) => id,
+        let cg = match cgfs.cgroup(dir.clone()) {
+            Ok(cg) => cg,
+            Err(e) => {
+                outcome = Err(anyhow::anyhow!("reading {rel}: {e}"));
+                break;
+            }
+        };
+        let cgid = match dp.limit(&cg, &limit, &owner) {
+            Ok(()) => cg.id,
             Err(e) => {
                 outcome = Err(anyhow::anyhow!("limiting {rel}: {e}"));
                 break;
@@ -1289,7 +1297,7 @@ fn attach_timing(dp: &Datapath, cgfs: &CgroupFs, n: u32) -> Result<AttachStats> 
         };
         att.push(t.elapsed().as_secs_f64() * 1e3);
         let t = std::time::Instant::now();
-        let _ = dp.limit(&dir, &rel, &update, &owner);
+        let _ = dp.limit(&cg, &update, &owner);
         upd.push(t.elapsed().as_secs_f64() * 1e3);
         let t = std::time::Instant::now();
         let _ = dp.unlimit(cgid, Duration::ZERO);
@@ -1304,11 +1312,11 @@ fn attach_timing(dp: &Datapath, cgfs: &CgroupFs, n: u32) -> Result<AttachStats> 
     outcome?;
     Ok(AttachStats {
         cgroups: n,
-        attach_p50_ms: testbed::quantile(&att, 0.5),
-        attach_p99_ms: testbed::quantile(&att, 0.99),
-        update_p50_ms: testbed::quantile(&upd, 0.5),
-        detach_p50_ms: testbed::quantile(&det, 0.5),
-        detach_p99_ms: testbed::quantile(&det, 0.99),
+        attach_p50_ms: nri_bandwidth_testkit::quantile(&att, 0.5),
+        attach_p99_ms: nri_bandwidth_testkit::quantile(&att, 0.99),
+        update_p50_ms: nri_bandwidth_testkit::quantile(&upd, 0.5),
+        detach_p50_ms: nri_bandwidth_testkit::quantile(&det, 0.5),
+        detach_p99_ms: nri_bandwidth_testkit::quantile(&det, 0.99),
     })
 }
 
@@ -1352,8 +1360,8 @@ impl Bench<'_> {
         done.store(true, Ordering::SeqCst);
         let rtt = pinger.and_then(|h| match h.join() {
             Ok(Some(Ok(v))) => Some(Rtt {
-                p50_ms: testbed::quantile(&v, 0.5),
-                p99_ms: testbed::quantile(&v, 0.99),
+                p50_ms: nri_bandwidth_testkit::quantile(&v, 0.5),
+                p99_ms: nri_bandwidth_testkit::quantile(&v, 0.99),
                 samples: v.len(),
                 sent: count,
             }),
@@ -1420,8 +1428,9 @@ impl Bench<'_> {
             pod_name: "bw-bench".into(),
             ..Owner::default()
         };
-        let cgid = match dp.limit(&self.tb.cgroup, &self.tb.cgroup_rel, &limit, &owner) {
-            Ok(id) => id,
+        let cg = self.tb.cg();
+        let cgid = match dp.limit(&cg, &limit, &owner) {
+            Ok(()) => cg.id,
             Err(e) => return Run::failed("ours", format!("setting the limit: {e}")),
         };
         let guard = OurLimit {

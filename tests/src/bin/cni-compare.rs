@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nri_bandwidth::testbed::{ping_rtts, quantile};
+use nri_bandwidth_testkit::quantile;
+use nri_bandwidth_testkit::testbed::ping_rtts;
 use nri_bandwidth_tests::e2e::{self, Containerd, PluginProc};
 use serde::Serialize;
 

@@ -6,9 +6,10 @@
 
 use std::path::Path;
 
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::limiter::{Datapath, Limit, Owner};
-use nri_bandwidth::rate::Rate;
+use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_core::datapath::Datapath;
+use nri_bandwidth_core::model::{Limit, Owner};
+use nri_bandwidth_core::rate::Rate;
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
@@ -17,15 +18,15 @@ fn main() -> anyhow::Result<()> {
         "usage: limit-and-hang PIN_ROOT CGROUP_DIR INGRESS EGRESS"
     );
     let cgfs = CgroupFs::detect()?;
-    let dir = cgfs.resolve(&a[2])?;
+    let cg = cgfs.lookup(&a[2])?;
     let dp = Datapath::open(Path::new(&a[1]))?;
     let limit = Limit {
         ingress: Some(Rate::parse(&a[3])?),
         egress: Some(Rate::parse(&a[4])?),
         ..Limit::default()
     };
-    let id = dp.limit(&dir, &cgfs.relative(&dir)?, &limit, &Owner::default())?;
-    println!("limited {id}");
+    dp.limit(&cg, &limit, &Owner::default())?;
+    println!("limited {}", cg.id);
     // Hold every fd the datapath opened, as a daemon would, until killed.
     loop {
         std::thread::park();

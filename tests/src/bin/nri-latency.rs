@@ -73,6 +73,6 @@ fn main() {
         }
         drop(plugin);
         drop(ctd);
-        let _ = nri_bandwidth::limiter::remove_tree(&pins);
+        let _ = nri_bandwidth_core::datapath::remove_tree(&pins);
     }
 }

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use nri_bandwidth::cgroup::CgroupFs;
-use nri_bandwidth::nri::mux::Mux;
-use nri_bandwidth::nri::proto::nri::*;
-use nri_bandwidth::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
-use nri_bandwidth::testbed::quantile;
+use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_testkit::quantile;
+use nri_plugin::nri::mux::Mux;
+use nri_plugin::nri::proto::nri::*;
+use nri_plugin::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
 use serde::Serialize;
 use ttrpc::r#async::TtrpcContext;
 use ttrpc::r#async::transport::{Listener, Socket};
@@ -191,7 +191,7 @@ async fn one(n: usize, cgfs: &CgroupFs) -> anyhow::Result<Row> {
     if let Ok(d) = cgfs.resolve(&base) {
         let _ = cgfs.remove(&d);
     }
-    let _ = nri_bandwidth::limiter::remove_tree(&pins);
+    let _ = nri_bandwidth_core::datapath::remove_tree(&pins);
     let _ = std::fs::remove_file(&log);
     outcome?;
     Ok(Row {

@@ -1,0 +1,161 @@
+//! nri-bandwidth: the NRI plugin daemon. Learns pods and containers from the
+//! container runtime (containerd, CRI-O) and limits their bandwidth as their
+//! annotations ask.
+//!
+//! Two modes:
+//! - external (a DaemonSet or systemd service): connects to `--socket`, and
+//!   reconnects with backoff whenever the runtime restarts;
+//! - launched by the runtime from /opt/nri/plugins: the connected socket is fd
+//!   `NRI_PLUGIN_SOCKET`, name and index come from `NRI_PLUGIN_NAME` /
+//!   `NRI_PLUGIN_IDX`, stdout is discarded (so logs go to `--log-file`), and the
+//!   process exits when the connection ends (the runtime relaunches it).
+//!
+//! Limits live in the kernel: killing this process leaves them enforced; on every
+//! (re)connect the runtime's Synchronize makes the pinned state match the node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_core::datapath::{DEFAULT_PIN_ROOT, Datapath};
+use nri_bandwidth_core::policy::Config;
+use nri_bandwidth_core::store::{NodeStore, Store};
+use nri_plugin::metrics::{self, Metrics};
+use nri_plugin::nri::connection::{self, Identity, Transport};
+use nri_plugin::nri::proto::nri_ttrpc::Plugin;
+use nri_plugin::nri::service::PluginService;
+use nri_plugin::plugin::BandwidthPlugin;
+
+#[derive(Parser)]
+#[command(
+    name = "nri-bandwidth",
+    version,
+    about = "NRI plugin: bandwidth limits from pod annotations"
+)]
+struct Args {
+    /// The runtime's NRI socket (external mode).
+    #[arg(long, default_value = "/var/run/nri/nri.sock")]
+    socket: PathBuf,
+    /// Plugin name (NRI_PLUGIN_NAME when launched by the runtime).
+    #[arg(long, default_value = "bandwidth")]
+    name: String,
+    /// Plugin index, two digits (NRI_PLUGIN_IDX when launched).
+    #[arg(long, default_value = "50")]
+    idx: String,
+    /// Settings file (`key = value`; see the README).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Fail pods whose bandwidth annotations are malformed (default: run them unlimited).
+    #[arg(long)]
+    strict: bool,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9105).
+    #[arg(long)]
+    metrics_address: Option<String>,
+    #[arg(long, default_value = DEFAULT_PIN_ROOT, env = "NRI_BANDWIDTH_PIN_ROOT")]
+    pin_root: PathBuf,
+    #[arg(long, env = "NRI_BANDWIDTH_CGROUP_ROOT")]
+    cgroup_root: Option<PathBuf>,
+    /// Append logs to this file (launched plugins have no stdout).
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Stop after the first connection ends instead of reconnecting.
+    #[arg(long)]
+    once: bool,
+}
+
+fn init_logging(file: Option<&PathBuf>) -> Result<()> {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if let Some(p) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("opening log file {}", p.display()))?;
+        b.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    b.init();
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let launched_fd = std::env::var("NRI_PLUGIN_SOCKET").ok();
+    let mut args = Args::parse();
+    if launched_fd.is_some() {
+        // The runtime replaced the whole environment and discards stdout.
+        args.name = std::env::var("NRI_PLUGIN_NAME").unwrap_or(args.name);
+        args.idx = std::env::var("NRI_PLUGIN_IDX").unwrap_or(args.idx);
+        if args.log_file.is_none() {
+            args.log_file = Some(PathBuf::from("/var/log/nri-bandwidth.log"));
+        }
+    }
+    init_logging(args.log_file.as_ref())?;
+    let id = Identity {
+        name: args.name.clone(),
+        idx: args.idx.clone(),
+    };
+    id.validate().map_err(anyhow::Error::msg)?;
+
+    let mut cfg = match &args.config {
+        Some(p) => Config::from_file(p).map_err(anyhow::Error::msg)?,
+        None => Config::default(),
+    };
+    cfg.strict |= args.strict;
+    if args.metrics_address.is_some() {
+        cfg.metrics_address = args.metrics_address.clone();
+    }
+
+    let cgfs = match &args.cgroup_root {
+        Some(r) => CgroupFs::new(r),
+        None => CgroupFs::detect().context("finding the cgroup v2 mount")?,
+    };
+    let dp = Datapath::open(&args.pin_root).context("loading the datapath")?;
+    let plugin = Arc::new(BandwidthPlugin::new(NodeStore { dp, cgfs }, cfg.policy()));
+    let metrics = Arc::new(Metrics::default());
+    let transport = match launched_fd {
+        Some(fd) => Transport::InheritedFd(fd.parse().with_context(|| {
+            format!("NRI_PLUGIN_SOCKET={fd:?}: expected a file descriptor number")
+        })?),
+        None => Transport::Socket(args.socket.clone()),
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        if let Some(addr) = cfg.metrics_address.clone() {
+            let p = plugin.clone();
+            let entries = Arc::new(move || p.store().entries().unwrap_or_default());
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(addr.clone(), m, entries).await {
+                    log::error!("metrics endpoint {addr}: {e}");
+                }
+            });
+        }
+        let service = || -> Arc<dyn Plugin + Send + Sync> {
+            Arc::new(PluginService::new(
+                plugin.clone(),
+                metrics.clone(),
+                cfg.clone(),
+            ))
+        };
+        let on_connect = || reconcile_gone(plugin.store());
+        connection::run(&transport, &id, args.once, on_connect, service).await?;
+        Ok(())
+    })
+}
+
+/// Limits whose cgroup disappeared while we were away are dropped before the
+/// runtime's Synchronize tells us what still runs.
+fn reconcile_gone(store: &NodeStore) {
+    match store.dp.reconcile() {
+        Ok(ids) if !ids.is_empty() => {
+            log::info!("removed {} limit(s) of cgroups that are gone", ids.len())
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("reconciling pinned limits: {e}"),
+    }
+}

@@ -1,0 +1,305 @@
+//! Prometheus text exposition: per pod / container limits and counters read from the
+//! pinned state, and a latency histogram of the NRI handlers. Opt-in (the daemon
+//! serves it only when `metrics_address` is set).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nri_bandwidth_core::model::Entry;
+
+/// Histogram bucket bounds in seconds: the runtime's budget is 2 s per call; the
+/// goal is a p99 in single milliseconds.
+pub const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+    /// Exact samples for quantiles (bounded: the oldest are dropped).
+    recent: Vec<f64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    handlers: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+const RECENT: usize = 10_000;
+
+impl Metrics {
+    pub fn observe(&self, method: &'static str, d: Duration) {
+        let s = d.as_secs_f64();
+        let mut h = self.handlers.lock().unwrap();
+        let h = h.entry(method).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += s;
+        if h.recent.len() == RECENT {
+            h.recent.remove(0);
+        }
+        h.recent.push(s);
+    }
+
+    /// The q-quantile (seconds) of the recent latencies of `method`, or of all
+    /// methods with `None`.
+    pub fn quantile(&self, method: Option<&str>, q: f64) -> Option<f64> {
+        let h = self.handlers.lock().unwrap();
+        let mut v: Vec<f64> = h
+            .iter()
+            .filter(|(m, _)| method.is_none_or(|x| x == **m))
+            .flat_map(|(_, h)| h.recent.clone())
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[((v.len() - 1) as f64 * q).round() as usize])
+    }
+
+    /// The whole exposition.
+    pub fn render(&self, entries: &[Entry]) -> String {
+        let mut out = String::new();
+        render_entries(&mut out, entries);
+        let methods: Vec<&'static str> = self.handlers.lock().unwrap().keys().copied().collect();
+        out += "# HELP nri_bandwidth_handler_latency_recent_seconds Quantiles of the last 10,000 calls.\n";
+        out += "# TYPE nri_bandwidth_handler_latency_recent_seconds gauge\n";
+        for m in methods {
+            for q in [0.5, 0.99] {
+                if let Some(v) = self.quantile(Some(m), q) {
+                    let _ = writeln!(
+                        out,
+                        "nri_bandwidth_handler_latency_recent_seconds{{method=\"{m}\",quantile=\"{q}\"}} {v}"
+                    );
+                }
+            }
+        }
+        let h = self.handlers.lock().unwrap();
+        out += "# HELP nri_bandwidth_handler_duration_seconds Time spent handling NRI calls.\n";
+        out += "# TYPE nri_bandwidth_handler_duration_seconds histogram\n";
+        for (m, h) in h.iter() {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "nri_bandwidth_handler_duration_seconds_bucket{{method=\"{m}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "nri_bandwidth_handler_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "nri_bandwidth_handler_duration_seconds_sum{{method=\"{m}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "nri_bandwidth_handler_duration_seconds_count{{method=\"{m}\"}} {}",
+                h.count
+            );
+        }
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_entries(out: &mut String, entries: &[Entry]) {
+    type Field = fn(&Entry, bool) -> Option<u64>;
+    let series: [(&str, &str, &str, Field); 7] = [
+        (
+            "nri_bandwidth_limit_bits_per_second",
+            "gauge",
+            "Configured limit.",
+            |e, i| if i { e.ingress_bps } else { e.egress_bps },
+        ),
+        (
+            "nri_bandwidth_bytes_total",
+            "counter",
+            "Bytes passed (IP bytes per segment).",
+            |e, i| Some(if i { e.ingress.bytes } else { e.egress.bytes }),
+        ),
+        (
+            "nri_bandwidth_packets_total",
+            "counter",
+            "Packets passed.",
+            |e, i| {
+                Some(if i {
+                    e.ingress.packets
+                } else {
+                    e.egress.packets
+                })
+            },
+        ),
+        (
+            "nri_bandwidth_dropped_packets_total",
+            "counter",
+            "Packets dropped.",
+            |e, i| {
+                Some(if i {
+                    e.ingress.dropped_packets
+                } else {
+                    e.egress.dropped_packets
+                })
+            },
+        ),
+        (
+            "nri_bandwidth_dropped_bytes_total",
+            "counter",
+            "Bytes dropped.",
+            |e, i| {
+                Some(if i {
+                    e.ingress.dropped_bytes
+                } else {
+                    e.egress.dropped_bytes
+                })
+            },
+        ),
+        (
+            "nri_bandwidth_marked_packets_total",
+            "counter",
+            "Packets CE-marked or congestion-notified.",
+            |e, i| {
+                Some(if i {
+                    e.ingress.marked_packets
+                } else {
+                    e.egress.marked_packets
+                })
+            },
+        ),
+        (
+            "nri_bandwidth_acks_withheld_total",
+            "counter",
+            "Pure ACKs withheld to slow a remote sender (ingress).",
+            |e, i| i.then_some(e.acks_gated),
+        ),
+    ];
+    for (name, kind, help, f) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for e in entries {
+            for (dir, ingress) in [("ingress", true), ("egress", false)] {
+                if let Some(v) = f(e, ingress) {
+                    let o = &e.owner;
+                    let _ = writeln!(
+                        out,
+                        "{name}{{direction=\"{dir}\",namespace=\"{}\",pod=\"{}\",container=\"{}\",cgroup=\"{}\"}} {v}",
+                        esc(&o.pod_namespace),
+                        esc(&o.pod_name),
+                        esc(&o.container),
+                        esc(&e.path)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
+pub async fn serve(
+    addr: String,
+    metrics: std::sync::Arc<Metrics>,
+    entries: std::sync::Arc<dyn Fn() -> Vec<Entry> + Send + Sync>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    log::info!("metrics on http://{addr}/metrics");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let (metrics, entries) = (metrics.clone(), entries.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                let e = tokio::task::spawn_blocking(move || entries())
+                    .await
+                    .unwrap_or_default();
+                ("200 OK", metrics.render(&e))
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nri_bandwidth_core::model::{DirCounters, Owner, Source};
+
+    #[test]
+    fn exposition_has_labels_counters_and_histogram() {
+        let m = Metrics::default();
+        m.observe("RunPodSandbox", Duration::from_micros(700));
+        m.observe("RunPodSandbox", Duration::from_millis(3));
+        let e = Entry {
+            cgroup_id: 7,
+            path: "/kubepods/pod\"x".into(),
+            owner: Owner {
+                source: Source::Annotation,
+                pod_namespace: "ns".into(),
+                pod_name: "web".into(),
+                ..Owner::default()
+            },
+            ingress_bps: Some(10_000_000),
+            egress_bps: None,
+            burst_bytes: None,
+            created_unix: 0,
+            ingress: DirCounters {
+                bytes: 1234,
+                packets: 5,
+                ..DirCounters::default()
+            },
+            egress: DirCounters::default(),
+            acks_gated: 9,
+            pacing_sets: 0,
+            clamp_sets: 0,
+            attached: true,
+        };
+        let t = m.render(&[e]);
+        assert!(t.contains("nri_bandwidth_limit_bits_per_second{direction=\"ingress\",namespace=\"ns\",pod=\"web\",container=\"\",cgroup=\"/kubepods/pod\\\"x\"} 10000000"), "{t}");
+        assert!(
+            !t.contains("nri_bandwidth_limit_bits_per_second{direction=\"egress\""),
+            "no egress limit"
+        );
+        assert!(t.contains(
+            "nri_bandwidth_bytes_total{direction=\"ingress\",namespace=\"ns\",pod=\"web\""
+        ));
+        assert!(
+            t.contains("nri_bandwidth_acks_withheld_total{direction=\"ingress\"")
+                && t.contains("} 9")
+        );
+        assert!(t.contains(
+            "nri_bandwidth_handler_duration_seconds_bucket{method=\"RunPodSandbox\",le=\"0.001\"} 1"
+        ));
+        assert!(t.contains(
+            "nri_bandwidth_handler_duration_seconds_bucket{method=\"RunPodSandbox\",le=\"0.005\"} 2"
+        ));
+        assert!(
+            t.contains("nri_bandwidth_handler_duration_seconds_count{method=\"RunPodSandbox\"} 2")
+        );
+        assert_eq!(m.quantile(Some("RunPodSandbox"), 1.0), Some(0.003));
+        assert!(t.contains("nri_bandwidth_handler_latency_recent_seconds{method=\"RunPodSandbox\",quantile=\"0.99\"} 0.003"), "{t}");
+        assert_eq!(m.quantile(Some("Other"), 0.5), None);
+    }
+}

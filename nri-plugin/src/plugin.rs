@@ -1,0 +1,455 @@
+//! The bandwidth plugin: what it does at each runtime event, one method per event,
+//! independent of the transport. Pod limits go on the pod's cgroup at
+//! RunPodSandbox; container limits once the container's cgroup exists
+//! (PostCreateContainer, before its process runs); removal at RemovePodSandbox /
+//! RemoveContainer; reconciliation against the full list the runtime sends at
+//! Synchronize.
+//!
+//! The node sits behind the core's [`Store`], so this logic is tested with the
+//! core's fake store, without root.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use nri_bandwidth_core::annotations::{self, BadAnnotation, Requested};
+use nri_bandwidth_core::model::{Owner, Source};
+use nri_bandwidth_core::policy::{Policy, Verdict};
+use nri_bandwidth_core::store::Store;
+
+use crate::nri::proto::nri::{Container, ContainerState, PodSandbox};
+use crate::nri::{Handler, Refusal};
+
+pub struct BandwidthPlugin<S: Store> {
+    store: S,
+    policy: Mutex<Policy>,
+}
+
+fn owner(pod: &PodSandbox, container: Option<&Container>) -> Owner {
+    Owner {
+        source: Source::Annotation,
+        pod_namespace: pod.namespace.clone(),
+        pod_name: pod.name.clone(),
+        pod_uid: pod.uid.clone(),
+        container: container.map(|c| c.name.clone()).unwrap_or_default(),
+        container_id: container.map(|c| c.id.clone()).unwrap_or_default(),
+    }
+}
+
+/// The pod's own cgroup: the parent kubelet (or crictl) named, else the parent of
+/// the sandbox container's cgroups path.
+pub fn pod_cgroup(pod: &PodSandbox) -> Option<String> {
+    let linux = pod.linux.as_ref()?;
+    if !linux.cgroup_parent.is_empty() {
+        return Some(linux.cgroup_parent.clone());
+    }
+    let path = &linux.cgroups_path;
+    if let Some((slice, _)) = path.split_once(':') {
+        return (!slice.is_empty()).then(|| slice.to_string());
+    }
+    let parent = path.rsplit_once('/')?.0;
+    (!parent.is_empty()).then(|| parent.to_string())
+}
+
+fn container_cgroup(c: &Container) -> Option<String> {
+    c.linux
+        .as_ref()
+        .map(|l| l.cgroups_path.clone())
+        .filter(|p| !p.is_empty())
+}
+
+fn describe(pod: &PodSandbox, container: Option<&Container>) -> String {
+    owner(pod, container).describe()
+}
+
+/// Logs what the policy decided; a refusal goes back to the runtime.
+fn enforce(v: Verdict) -> Result<(), Refusal> {
+    match v {
+        Verdict::Proceed => Ok(()),
+        Verdict::RunUnlimited(msg) => {
+            log::warn!("{msg}");
+            Ok(())
+        }
+        Verdict::Refuse(msg) => {
+            log::error!("refusing: {msg}");
+            Err(Refusal(msg))
+        }
+    }
+}
+
+impl<S: Store> BandwidthPlugin<S> {
+    pub fn new(store: S, policy: Policy) -> Self {
+        BandwidthPlugin {
+            store,
+            policy: Mutex::new(policy),
+        }
+    }
+
+    pub fn set_policy(&self, p: Policy) {
+        *self.policy.lock().unwrap() = p;
+    }
+
+    pub fn policy(&self) -> Policy {
+        *self.policy.lock().unwrap()
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn judge(&self, what: &str, bad: &[BadAnnotation]) -> Result<(), Refusal> {
+        enforce(self.policy().on_bad_values(what, bad))
+    }
+
+    fn apply(
+        &self,
+        what: &str,
+        cgroup: Option<String>,
+        req: Requested,
+        owner: Owner,
+    ) -> Result<(), Refusal> {
+        self.judge(what, &req.bad)?;
+        let Some(limit) = req.limit else {
+            return Ok(());
+        };
+        let Some(spec) = cgroup else {
+            log::warn!("{what} asks for a bandwidth limit but the runtime gave no cgroup path");
+            return Ok(());
+        };
+        let applied = self
+            .store
+            .resolve(&spec)
+            .and_then(|cg| self.store.apply(&cg, &limit, &owner).map(|()| cg));
+        match applied {
+            Ok(cg) => {
+                log::info!(
+                    "{what}: limited cgroup {} (id {}) to {}",
+                    cg.rel,
+                    cg.id,
+                    limit.describe()
+                );
+                Ok(())
+            }
+            Err(e) => enforce(self.policy().on_failure(what, &e)),
+        }
+    }
+
+    fn remove_where(&self, what: &str, pred: impl Fn(&Owner) -> bool) {
+        let mine = |o: &Owner| o.source == Source::Annotation && pred(o);
+        match self.store.remove_where(&mine) {
+            Ok(removed) => {
+                for r in removed {
+                    let who = r.owner.describe();
+                    match r.result {
+                        Ok(()) => log::info!("{what}: removed the limit of {who}"),
+                        Err(err) => log::error!("{what}: removing the limit of {who}: {err}"),
+                    }
+                }
+            }
+            Err(err) => log::error!("{what}: listing limits: {err}"),
+        }
+    }
+
+    /// Container limit, once its cgroup exists and before its process runs.
+    fn limit_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        let req = annotations::container(&pod.annotations, &c.name);
+        // Bad values were reported at CreateContainer already.
+        let req = Requested {
+            bad: Vec::new(),
+            ..req
+        };
+        self.apply(
+            &describe(pod, Some(c)),
+            container_cgroup(c),
+            req,
+            owner(pod, Some(c)),
+        )
+    }
+}
+
+impl<S: Store> Handler for BandwidthPlugin<S> {
+    fn configure(&self, policy: Policy) {
+        self.set_policy(policy);
+    }
+
+    /// Pod limit, on the pod's cgroup (shared by all its containers).
+    fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), Refusal> {
+        let what = describe(pod, None);
+        self.apply(
+            &what,
+            pod_cgroup(pod),
+            annotations::pod(&pod.annotations),
+            owner(pod, None),
+        )
+    }
+
+    /// Validation only: the container's cgroup does not exist yet, but in strict
+    /// mode this is the last event whose error fails container creation.
+    fn create_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        self.judge(
+            &describe(pod, Some(c)),
+            &annotations::container(&pod.annotations, &c.name).bad,
+        )
+    }
+
+    /// Container limit, if its cgroup exists already. CRI-O creates it with the
+    /// container; containerd only when the container is started (its task), so
+    /// there this waits for StartContainer.
+    fn post_create_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        match container_cgroup(c) {
+            Some(cg) if self.store.resolve(&cg).is_ok() => self.limit_container(pod, c),
+            _ => {
+                log::debug!(
+                    "{}: cgroup not created yet; limiting at start",
+                    describe(pod, Some(c))
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        self.limit_container(pod, c)
+    }
+
+    fn remove_pod_sandbox(&self, pod: &PodSandbox) {
+        let uid = pod.uid.clone();
+        self.remove_where(&describe(pod, None), |e| {
+            !uid.is_empty() && e.pod_uid == uid
+        });
+    }
+
+    fn remove_container(&self, pod: &PodSandbox, c: &Container) {
+        let id = c.id.clone();
+        self.remove_where(&describe(pod, Some(c)), |e| {
+            !id.is_empty() && e.container_id == id
+        });
+    }
+
+    /// Makes the pinned limits match what the runtime runs: attaches what is missing
+    /// (pods created while we were away), removes what belongs to pods and
+    /// containers that are gone. Limits set by hand or by the hook are left alone.
+    fn synchronize(&self, pods: &[PodSandbox], containers: &[Container]) {
+        let by_id: HashMap<&str, &PodSandbox> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
+        for pod in pods {
+            let _ = self.run_pod_sandbox(pod);
+        }
+        let live = |c: &&Container| {
+            matches!(
+                c.state.enum_value(),
+                Ok(ContainerState::CONTAINER_CREATED) | Ok(ContainerState::CONTAINER_RUNNING)
+            )
+        };
+        for c in containers.iter().filter(live) {
+            if let Some(pod) = by_id.get(c.pod_sandbox_id.as_str()) {
+                let _ = self.limit_container(pod, c);
+            }
+        }
+        let uids: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+        let ids: HashSet<&str> = containers
+            .iter()
+            .filter(live)
+            .map(|c| c.id.as_str())
+            .collect();
+        self.remove_where("synchronize", |e| {
+            !uids.contains(e.pod_uid.as_str())
+                || (!e.container_id.is_empty() && !ids.contains(e.container_id.as_str()))
+        });
+        // Limits whose cgroup vanished meanwhile are removed by the datapath's own
+        // reconcile, which the daemon runs at every connection.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nri::proto::nri::{LinuxContainer, LinuxPodSandbox};
+    use crate::nri::sync::SyncCollector;
+    use nri_bandwidth_core::model::Limit;
+    use nri_bandwidth_core::store::fake::FakeStore;
+
+    fn pod(uid: &str, parent: &str, ann: &[(&str, &str)]) -> PodSandbox {
+        let mut p = PodSandbox::new();
+        p.id = format!("sb-{uid}");
+        p.uid = uid.into();
+        p.name = format!("name-{uid}");
+        p.namespace = "default".into();
+        p.annotations = ann
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut l = LinuxPodSandbox::new();
+        l.cgroup_parent = parent.into();
+        l.cgroups_path = format!("{parent}/sb-{uid}");
+        p.linux = Some(l).into();
+        p
+    }
+
+    fn container(pod: &PodSandbox, name: &str) -> Container {
+        let mut c = Container::new();
+        c.id = format!("{}-{name}", pod.uid);
+        c.name = name.into();
+        c.pod_sandbox_id = pod.id.clone();
+        c.state = ContainerState::CONTAINER_RUNNING.into();
+        let mut l = LinuxContainer::new();
+        l.cgroups_path = format!("{}/{}", pod.linux.cgroup_parent, c.id);
+        c.linux = Some(l).into();
+        c
+    }
+
+    fn handler() -> BandwidthPlugin<FakeStore> {
+        BandwidthPlugin::new(FakeStore::new(), Policy::default())
+    }
+
+    fn limits(h: &BandwidthPlugin<FakeStore>) -> Vec<(String, Option<u64>, Option<u64>)> {
+        h.store.limits()
+    }
+
+    #[test]
+    fn pod_annotations_limit_the_pod_cgroup() {
+        let h = handler();
+        let p = pod(
+            "u1",
+            "/kubepods/burstable/podu1",
+            &[
+                (annotations::K8S_INGRESS, "50M"),
+                (annotations::K8S_EGRESS, "20M"),
+            ],
+        );
+        h.run_pod_sandbox(&p).unwrap();
+        assert_eq!(
+            limits(&h),
+            vec![(
+                "/kubepods/burstable/podu1".into(),
+                Some(50_000_000),
+                Some(20_000_000)
+            )]
+        );
+        let (_, o) = h.store.get("/kubepods/burstable/podu1").unwrap();
+        assert_eq!(
+            (o.pod_uid.as_str(), o.pod_name.as_str(), o.source),
+            ("u1", "name-u1", Source::Annotation)
+        );
+    }
+
+    #[test]
+    fn systemd_pods_use_the_slice() {
+        let mut p = pod("u2", "", &[(annotations::K8S_EGRESS, "1M")]);
+        p.linux.as_mut().unwrap().cgroups_path =
+            "kubepods-besteffort-podu2.slice:cri-containerd:sb".into();
+        assert_eq!(
+            pod_cgroup(&p).as_deref(),
+            Some("kubepods-besteffort-podu2.slice")
+        );
+        let h = handler();
+        h.run_pod_sandbox(&p).unwrap();
+        assert_eq!(limits(&h)[0].0, "kubepods-besteffort-podu2.slice");
+    }
+
+    #[test]
+    fn container_keys_limit_only_that_container() {
+        let h = handler();
+        let p = pod(
+            "u3",
+            "/kp/u3",
+            &[("egress-bandwidth.nri-bandwidth.io/web", "5M")],
+        );
+        h.run_pod_sandbox(&p).unwrap();
+        assert!(limits(&h).is_empty(), "no pod-level key");
+        for name in ["web", "sidecar"] {
+            let c = container(&p, name);
+            h.create_container(&p, &c).unwrap();
+            h.post_create_container(&p, &c).unwrap();
+        }
+        assert_eq!(
+            limits(&h),
+            vec![("/kp/u3/u3-web".into(), None, Some(5_000_000))]
+        );
+    }
+
+    #[test]
+    fn malformed_values_fail_open_by_default_and_fail_the_workload_when_strict() {
+        let h = handler();
+        let p = pod("u4", "/kp/u4", &[(annotations::K8S_INGRESS, "10Mbps")]);
+        assert_eq!(h.run_pod_sandbox(&p), Ok(()));
+        assert!(limits(&h).is_empty(), "fail open: unlimited");
+        h.set_policy(Policy { strict: true });
+        let err = h.run_pod_sandbox(&p).unwrap_err().0;
+        assert!(
+            err.contains("default/name-u4")
+                && err.contains(annotations::K8S_INGRESS)
+                && err.contains("10Mbps"),
+            "{err}"
+        );
+        let p = pod(
+            "u5",
+            "/kp/u5",
+            &[("ingress-bandwidth.nri-bandwidth.io/web", "lots")],
+        );
+        let c = container(&p, "web");
+        assert!(h.create_container(&p, &c).unwrap_err().0.contains("lots"));
+    }
+
+    #[test]
+    fn a_limit_that_cannot_be_set_never_blocks_the_pod_unless_strict() {
+        let h = handler();
+        h.store.fail_with(Some("cgroup \"/kp/u6\" does not exist"));
+        let p = pod("u6", "/kp/u6", &[(annotations::K8S_INGRESS, "10M")]);
+        assert_eq!(h.run_pod_sandbox(&p), Ok(()));
+        h.set_policy(Policy { strict: true });
+        assert!(
+            h.run_pod_sandbox(&p)
+                .unwrap_err()
+                .0
+                .contains("does not exist")
+        );
+    }
+
+    #[test]
+    fn removal_takes_only_what_belongs_to_the_pod_or_container() {
+        let h = handler();
+        let a = pod(
+            "ua",
+            "/kp/ua",
+            &[
+                (annotations::K8S_INGRESS, "10M"),
+                ("ingress-bandwidth.nri-bandwidth.io/web", "1M"),
+            ],
+        );
+        let b = pod("ub", "/kp/ub", &[(annotations::K8S_INGRESS, "10M")]);
+        let web = container(&a, "web");
+        h.run_pod_sandbox(&a).unwrap();
+        h.run_pod_sandbox(&b).unwrap();
+        h.post_create_container(&a, &web).unwrap();
+        assert_eq!(limits(&h).len(), 3);
+        h.remove_container(&a, &web);
+        assert_eq!(limits(&h).len(), 2);
+        h.remove_pod_sandbox(&a);
+        assert_eq!(limits(&h), vec![("/kp/ub".into(), Some(10_000_000), None)]);
+    }
+
+    #[test]
+    fn synchronize_collects_chunks_then_attaches_missing_and_removes_stale() {
+        let h = handler();
+        let gone = pod("gone", "/kp/gone", &[(annotations::K8S_INGRESS, "10M")]);
+        h.run_pod_sandbox(&gone).unwrap();
+        // A manual limit is never touched by reconciliation.
+        h.store
+            .insert("/manual", Limit::default(), Owner::default());
+        let p1 = pod("p1", "/kp/p1", &[(annotations::K8S_EGRESS, "3M")]);
+        let p2 = pod(
+            "p2",
+            "/kp/p2",
+            &[("egress-bandwidth.nri-bandwidth.io/app", "2M")],
+        );
+        let app = container(&p2, "app");
+        let sync = SyncCollector::default();
+        assert!(
+            sync.add(vec![p1.clone()], vec![], true).is_none(),
+            "nothing happens before the last chunk"
+        );
+        let (pods, containers) = sync.add(vec![p2.clone()], vec![app], false).unwrap();
+        h.synchronize(&pods, &containers);
+        let got: Vec<String> = limits(&h).into_iter().map(|l| l.0).collect();
+        assert_eq!(got, vec!["/kp/p1", "/kp/p2/p2-app", "/manual"]);
+    }
+}
