@@ -341,4 +341,64 @@ mod tests {
             "x"
         )])));
     }
+
+    /// The hook's view of one container: both levels merged on it.
+    #[test]
+    fn merged_table() {
+        let rows: &[(Pairs, &str, Want)] = &[
+            // Only pod keys: they limit the container.
+            (
+                &[(K8S_INGRESS, "10M")],
+                "web",
+                (Some(10_000_000), None, None),
+            ),
+            // The container's key is tighter on ingress; the pod's egress still
+            // applies; the container's burst wins.
+            (
+                &[
+                    (K8S_INGRESS, "20M"),
+                    (K8S_EGRESS, "8M"),
+                    ("ingress-bandwidth.nri-bandwidth.io/web", "5M"),
+                    ("burst.nri-bandwidth.io/web", "256Ki"),
+                    (POD_BURST, "1Mi"),
+                ],
+                "web",
+                (Some(5_000_000), Some(8_000_000), Some(256 << 10)),
+            ),
+            // The pod's rate is tighter than the container's.
+            (
+                &[
+                    (K8S_INGRESS, "2M"),
+                    ("ingress-bandwidth.nri-bandwidth.io/web", "5M"),
+                ],
+                "web",
+                (Some(2_000_000), None, None),
+            ),
+            // Another container's keys do not apply; nor do any without a name.
+            (
+                &[
+                    ("ingress-bandwidth.nri-bandwidth.io/db", "5M"),
+                    (K8S_EGRESS, "1M"),
+                ],
+                "web",
+                (None, Some(1_000_000), None),
+            ),
+            (
+                &[("ingress-bandwidth.nri-bandwidth.io/db", "5M")],
+                "",
+                (None, None, None),
+            ),
+        ];
+        for (pairs, name, want) in rows {
+            let r = merged(&ann(pairs), name);
+            assert!(r.bad.is_empty(), "{pairs:?}");
+            assert_eq!(bps(&r.limit), *want, "{pairs:?} as {name:?}");
+        }
+        let r = merged(&ann(&[(K8S_INGRESS, "10M"), (K8S_EGRESS, "lots")]), "web");
+        assert_eq!(
+            (r.limit, r.bad.len()),
+            (None, 1),
+            "one bad value: unlimited"
+        );
+    }
 }

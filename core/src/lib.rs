@@ -16,4 +16,5 @@ pub mod datapath;
 pub mod model;
 pub mod policy;
 pub mod rate;
+pub mod stats;
 pub mod store;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use nri_bandwidth_core::model::Entry;
+use nri_bandwidth_core::stats::quantile;
 
 /// Histogram bucket bounds in seconds: the runtime's budget is 2 s per call; the
 /// goal is a p99 in single milliseconds.
@@ -53,16 +54,12 @@ impl Metrics {
     /// methods with `None`.
     pub fn quantile(&self, method: Option<&str>, q: f64) -> Option<f64> {
         let h = self.handlers.lock().unwrap();
-        let mut v: Vec<f64> = h
+        let v: Vec<f64> = h
             .iter()
             .filter(|(m, _)| method.is_none_or(|x| x == **m))
-            .flat_map(|(_, h)| h.recent.clone())
+            .flat_map(|(_, h)| h.recent.iter().copied())
             .collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        Some(v[((v.len() - 1) as f64 * q).round() as usize])
+        (!v.is_empty()).then(|| quantile(&v, q))
     }
 
     /// The whole exposition.

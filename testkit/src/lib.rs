@@ -6,6 +6,8 @@
 pub mod testbed;
 pub mod testrun;
 
+pub use nri_bandwidth_core::stats::quantile;
+
 /// The one switch for privileged tests (BPF, cgroups, network namespaces).
 pub const PRIVILEGED_ENV: &str = "NRI_BANDWIDTH_PRIVILEGED";
 
@@ -33,29 +35,4 @@ pub fn privileged() -> bool {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// The q-quantile (0..=1) of unsorted samples; NaN for none.
-pub fn quantile(samples: &[f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let i = ((s.len() - 1) as f64 * q).round() as usize;
-    s[i]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantiles() {
-        let s = [5.0, 1.0, 3.0, 2.0, 4.0];
-        assert_eq!(quantile(&s, 0.0), 1.0);
-        assert_eq!(quantile(&s, 0.5), 3.0);
-        assert_eq!(quantile(&s, 1.0), 5.0);
-        assert!(quantile(&[], 0.5).is_nan());
-    }
 }
