@@ -144,6 +144,7 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             let cgfs = cgroup_fs(cli)?;
             let cg = cgfs.lookup(cgroup)?;
+            cgfs.check_landing(&cg)?;
             if ingress.is_none() && egress.is_none() {
                 eprintln!("bwctl: limit needs --ingress, --egress or both");
                 std::process::exit(2);

@@ -56,8 +56,10 @@ impl fmt::Display for BadAnnotation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "annotation {}={:?}: {}",
-            self.key, self.value, self.error
+            "annotation {}={}: {}",
+            crate::text::escaped(&self.key),
+            crate::text::quoted(&self.value),
+            self.error
         )
     }
 }

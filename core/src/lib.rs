@@ -18,3 +18,4 @@ pub mod policy;
 pub mod rate;
 pub mod stats;
 pub mod store;
+pub mod text;

@@ -47,13 +47,16 @@ pub struct Owner {
 impl Owner {
     /// `pod ns/name` or `container ns/name/container`, for messages.
     pub fn describe(&self) -> String {
+        use crate::text::escaped;
+        let pod = format!(
+            "{}/{}",
+            escaped(&self.pod_namespace),
+            escaped(&self.pod_name)
+        );
         if self.container.is_empty() {
-            format!("pod {}/{}", self.pod_namespace, self.pod_name)
+            format!("pod {pod}")
         } else {
-            format!(
-                "container {}/{}/{}",
-                self.pod_namespace, self.pod_name, self.container
-            )
+            format!("container {pod}/{}", escaped(&self.container))
         }
     }
 }

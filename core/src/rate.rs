@@ -114,19 +114,19 @@ impl fmt::Display for QuantityKind {
 pub enum RateError {
     /// Not shaped like a quantity at all (Kubernetes' `ErrFormatWrong`): empty, spaces,
     /// unit letters Kubernetes does not know such as `b`, `B` or `ps`.
-    #[error("invalid {kind} {input:?}: {K8S_FORMAT_WRONG} ({})", .kind.expected_format())]
+    #[error("invalid {kind} {}: {K8S_FORMAT_WRONG} ({})", crate::text::quoted(.input), .kind.expected_format())]
     Malformed { kind: QuantityKind, input: String },
     /// Shaped like a quantity but the suffix is unknown (Kubernetes' `ErrSuffix`), e.g. `10K`.
-    #[error("invalid {kind} {input:?}: unable to parse quantity's suffix ({})", .kind.expected_format())]
+    #[error("invalid {kind} {}: unable to parse quantity's suffix ({})", crate::text::quoted(.input), .kind.expected_format())]
     BadSuffix { kind: QuantityKind, input: String },
     /// A negative amount.
-    #[error("invalid {kind} {input:?}: must not be negative ({})", .kind.expected_format())]
+    #[error("invalid {kind} {}: must not be negative ({})", crate::text::quoted(.input), .kind.expected_format())]
     Negative { kind: QuantityKind, input: String },
     /// Below the lower bound after rounding up.
-    #[error("invalid {kind} {input:?}: {} ({})", .kind.too_small(), .kind.expected_min())]
+    #[error("invalid {kind} {}: {} ({})", crate::text::quoted(.input), .kind.too_small(), .kind.expected_min())]
     TooSmall { kind: QuantityKind, input: String },
     /// Above the upper bound after rounding up.
-    #[error("invalid {kind} {input:?}: {} ({})", .kind.too_large(), .kind.expected_max())]
+    #[error("invalid {kind} {}: {} ({})", crate::text::quoted(.input), .kind.too_large(), .kind.expected_max())]
     TooLarge { kind: QuantityKind, input: String },
 }
 

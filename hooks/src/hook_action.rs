@@ -149,8 +149,21 @@ pub fn container_cgroup(cgfs: &CgroupFs, state: &State) -> Result<Cgroup, HookEr
         id: state.id.clone(),
         detail,
     };
-    let dir = match state.live_pid() {
-        Some(pid) => cgfs.of_pid(pid).map_err(|e| err(e.to_string()))?,
+    let cg = match state.live_pid() {
+        Some(pid) => {
+            let dir = cgfs.of_pid(pid).map_err(|e| err(e.to_string()))?;
+            let cg = cgfs.cgroup(dir).map_err(|e| err(e.to_string()))?;
+            // /proc/<pid>/cgroup is relative to the reader's cgroup namespace; only
+            // a cgroup that lists the pid itself is really the container's.
+            if !cgfs.holds_pid(&cg, pid) {
+                return Err(err(format!(
+                    "pid {pid} is not in {} (is the hook running in a cgroup namespace?); refusing to guess its cgroup",
+                    cg.rel
+                )));
+            }
+            cgfs.check_landing(&cg).map_err(|e| err(e.to_string()))?;
+            cg
+        }
         None => {
             let spec = state
                 .cgroups_path()
@@ -161,10 +174,10 @@ pub fn container_cgroup(cgfs: &CgroupFs, state: &State) -> Result<Cgroup, HookEr
                         state.bundle.join("config.json").display()
                     ))
                 })?;
-            cgfs.resolve(&spec).map_err(|e| err(e.to_string()))?
+            cgfs.workload(&spec).map_err(|e| err(e.to_string()))?
         }
     };
-    cgfs.cgroup(dir).map_err(|e| err(e.to_string()))
+    Ok(cg)
 }
 
 /// Sets the planned limit on `cgroup`.

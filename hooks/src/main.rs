@@ -19,6 +19,10 @@ use nri_bandwidth_hook::hook_action::{self, HookError, Plan, Stage};
 use nri_bandwidth_hook::journal::{self, Priority};
 use nri_bandwidth_hook::oci_state::State;
 
+/// The longest the hook waits for the pin-root lock: runtimes give hooks a few
+/// seconds, and failing open in time beats being killed.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Parser)]
 #[command(
     name = "nri-bandwidth-hook",
@@ -146,8 +150,10 @@ fn create(args: &Args, state: &State, policy: Policy, log: &Log) -> Result<(), H
     // cannot place.
     let cgfs = cgroup_fs(args).map_err(limiter)?;
     let cgroup = hook_action::container_cgroup(&cgfs, state)?;
-    let dp = Datapath::open(&args.pin_root).map_err(|e| HookError::limiter(&state.id, e))?;
-    let store = NodeStore { dp, cgfs };
+    let dp = Datapath::open(&args.pin_root)
+        .map_err(|e| HookError::limiter(&state.id, e))?
+        .with_lock_wait(LOCK_WAIT);
+    let store = NodeStore::new(dp, cgfs);
     hook_action::apply(&store, &state.id, &cgroup, &limit, &owner)?;
     log.say(
         Priority::Info,
@@ -170,10 +176,10 @@ fn stop(args: &Args, state: &State, log: &Log) -> Result<(), HookError> {
     else {
         return Ok(());
     };
-    let store = NodeStore {
-        dp,
-        cgfs: cgroup_fs(args).map_err(limiter)?,
-    };
+    let store = NodeStore::new(
+        dp.with_lock_wait(LOCK_WAIT),
+        cgroup_fs(args).map_err(limiter)?,
+    );
     let n = hook_action::remove(&store, &state.id)?;
     if n > 0 {
         log.say(

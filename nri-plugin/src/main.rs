@@ -28,6 +28,9 @@ use nri_plugin::nri::proto::nri_ttrpc::Plugin;
 use nri_plugin::nri::service::PluginService;
 use nri_plugin::plugin::BandwidthPlugin;
 
+/// The longest a handler waits for the pin-root lock (the runtime allows 2 s).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Parser)]
 #[command(
     name = "nri-bandwidth",
@@ -110,8 +113,11 @@ fn main() -> Result<()> {
         Some(r) => CgroupFs::new(r),
         None => CgroupFs::detect().context("finding the cgroup v2 mount")?,
     };
-    let dp = Datapath::open(&args.pin_root).context("loading the datapath")?;
-    let plugin = Arc::new(BandwidthPlugin::new(NodeStore { dp, cgfs }, cfg.policy()));
+    // Handlers must answer within the runtime's 2 s: never wait on the lock past 1 s.
+    let dp = Datapath::open(&args.pin_root)
+        .context("loading the datapath")?
+        .with_lock_wait(LOCK_WAIT);
+    let plugin = Arc::new(BandwidthPlugin::new(NodeStore::new(dp, cgfs), cfg.policy()));
     let metrics = Arc::new(Metrics::default());
     let transport = match launched_fd {
         Some(fd) => Transport::InheritedFd(fd.parse().with_context(|| {
@@ -151,7 +157,7 @@ fn main() -> Result<()> {
 /// Limits whose cgroup disappeared while we were away are dropped before the
 /// runtime's Synchronize tells us what still runs.
 fn reconcile_gone(store: &NodeStore) {
-    match store.dp.reconcile() {
+    match store.reconcile() {
         Ok(ids) if !ids.is_empty() => {
             log::info!("removed {} limit(s) of cgroups that are gone", ids.len())
         }

@@ -12,9 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use nri_bandwidth_core::annotations::{self, BadAnnotation, Requested};
+use nri_bandwidth_core::cgroup::{Cgroup, CgroupError};
 use nri_bandwidth_core::model::{Owner, Source};
 use nri_bandwidth_core::policy::{Policy, Verdict};
-use nri_bandwidth_core::store::Store;
+use nri_bandwidth_core::store::{Store, StoreError};
 
 use crate::nri::proto::nri::{Container, ContainerState, PodSandbox};
 use crate::nri::{Handler, Refusal};
@@ -100,10 +101,36 @@ impl<S: Store> BandwidthPlugin<S> {
         enforce(self.policy().on_bad_values(what, bad))
     }
 
+    /// Resolves `spec` and, for a container (`pod` given), checks that it lies
+    /// strictly below its pod's cgroup.
+    fn target(&self, spec: &str, pod: Option<&PodSandbox>) -> Result<Cgroup, StoreError> {
+        let cg = self.store.resolve(spec)?;
+        let Some(pod) = pod else {
+            return Ok(cg);
+        };
+        let refuse = |reason: String| {
+            StoreError::Cgroup(CgroupError::Refused {
+                spec: spec.into(),
+                reason,
+            })
+        };
+        let pod_spec = pod_cgroup(pod)
+            .ok_or_else(|| refuse("the runtime gave no cgroup for its pod".into()))?;
+        let pod_cg = self.store.resolve(&pod_spec)?;
+        if !cg.is_below(&pod_cg) {
+            return Err(refuse(format!(
+                "it is not below its pod's cgroup {}",
+                pod_cg.rel
+            )));
+        }
+        Ok(cg)
+    }
+
     fn apply(
         &self,
         what: &str,
         cgroup: Option<String>,
+        pod: Option<&PodSandbox>,
         req: Requested,
         owner: Owner,
     ) -> Result<(), Refusal> {
@@ -116,8 +143,7 @@ impl<S: Store> BandwidthPlugin<S> {
             return Ok(());
         };
         let applied = self
-            .store
-            .resolve(&spec)
+            .target(&spec, pod)
             .and_then(|cg| self.store.apply(&cg, &limit, &owner).map(|()| cg));
         match applied {
             Ok(cg) => {
@@ -160,6 +186,7 @@ impl<S: Store> BandwidthPlugin<S> {
         self.apply(
             &describe(pod, Some(c)),
             container_cgroup(c),
+            Some(pod),
             req,
             owner(pod, Some(c)),
         )
@@ -177,6 +204,7 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
         self.apply(
             &what,
             pod_cgroup(pod),
+            None,
             annotations::pod(&pod.annotations),
             owner(pod, None),
         )
@@ -451,5 +479,31 @@ mod tests {
         h.synchronize(&pods, &containers);
         let got: Vec<String> = limits(&h).into_iter().map(|l| l.0).collect();
         assert_eq!(got, vec!["/kp/p1", "/kp/p2/p2-app", "/manual"]);
+    }
+
+    #[test]
+    fn hostile_cgroup_paths_are_refused_and_the_pod_runs_unlimited() {
+        let h = handler();
+        for parent in ["/", ".", "kubepods/..", "/kp/u1/../uS", "//x"] {
+            let p = pod("u1", parent, &[(annotations::K8S_INGRESS, "10M")]);
+            assert_eq!(h.run_pod_sandbox(&p), Ok(()), "{parent}: fail open");
+        }
+        assert!(limits(&h).is_empty(), "{:?}", limits(&h));
+        // A container limit must land below its own pod's cgroup.
+        let p = pod(
+            "u2",
+            "/kp/u2",
+            &[("ingress-bandwidth.nri-bandwidth.io/web", "5M")],
+        );
+        let mut c = container(&p, "web");
+        for path in ["/kp/u2", "/kp/other/web", "/kp/u2/web/../../../x"] {
+            c.linux.as_mut().unwrap().cgroups_path = path.into();
+            h.start_container(&p, &c).unwrap();
+        }
+        assert!(limits(&h).is_empty(), "{:?}", limits(&h));
+        h.set_policy(Policy { strict: true });
+        c.linux.as_mut().unwrap().cgroups_path = "/kp/other/web".into();
+        let e = h.start_container(&p, &c).unwrap_err().0;
+        assert!(e.contains("not below its pod's cgroup"), "{e}");
     }
 }

@@ -32,7 +32,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::text::quoted;
+
+mod landing;
 mod spec;
+
+pub use landing::check_runtime_spec;
 
 pub use spec::{expand_slice, find_v2_mount, systemd_spec_path, v2_mount_from_mountinfo};
 pub(crate) use spec::{is_systemd_spec, unified_path_from_proc_cgroup};
@@ -71,15 +76,15 @@ pub enum CgroupError {
     NoV2Mount { mountinfo: PathBuf },
 
     /// The spec is well formed but names nothing on disk.
-    #[error("cgroup {spec:?} does not exist under {}", .root.display())]
+    #[error("cgroup {} does not exist under {}", quoted(.spec), .root.display())]
     NotFound { spec: String, root: PathBuf },
 
     /// The spec resolves (through `..` or a symlink) outside the cgroup v2 mount.
-    #[error("cgroup {spec:?} resolves outside the cgroup v2 mount {}", .root.display())]
+    #[error("cgroup {} resolves outside the cgroup v2 mount {}", quoted(.spec), .root.display())]
     OutsideMount { spec: String, root: PathBuf },
 
     /// The spec resolves to something that is not a directory (e.g. a control file).
-    #[error("cgroup {spec:?} resolves to {}, which is not a directory", .path.display())]
+    #[error("cgroup {} resolves to {}, which is not a directory", quoted(.spec), .path.display())]
     NotADirectory { spec: String, path: PathBuf },
 
     /// The path is not on a cgroup v2 filesystem.
@@ -87,12 +92,17 @@ pub enum CgroupError {
     NotCgroupV2 { path: PathBuf },
 
     /// The spec is malformed (bad systemd slice name, empty, ...).
-    #[error("invalid cgroup {spec:?}: {reason}")]
+    #[error("invalid cgroup {}: {reason}", quoted(.spec))]
     InvalidSpec { spec: String, reason: String },
 
     /// `/proc/<pid>/cgroup` is missing or has no usable cgroup v2 line.
     #[error("cannot find the cgroup v2 directory of pid {pid}: {detail}")]
     BadProcCgroup { pid: u32, detail: String },
+
+    /// The cgroup exists but a limit must never land there (the root, the node's own
+    /// services, the process asking, another pod).
+    #[error("refusing cgroup {}: {reason}", quoted(.spec))]
+    Refused { spec: String, reason: String },
 
     /// Any other I/O failure, with the path it happened on.
     #[error("{}: {source}", .path.display())]
@@ -1012,5 +1022,52 @@ mod tests {
             assert!(cg.is_v2(&dir), "{}", dir.display());
             assert_eq!(cg.id(&dir).unwrap(), fs::metadata(&dir).unwrap().ino());
         }
+    }
+
+    // ---- where a limit may land ----
+
+    #[test]
+    fn a_workload_limit_never_lands_on_the_root_the_services_or_another_pod() {
+        let (_tmp, cg) = fake_mount();
+        fs::create_dir_all(cg.root().join("init.scope")).unwrap();
+        fs::create_dir_all(cg.root().join("kubepods/podS")).unwrap();
+        let root = cg.root().display().to_string();
+        for spec in [
+            "/",
+            ".",
+            "kubepods/..",
+            "-.slice",
+            root.as_str(),
+            "//sandbox",
+            "-.slice:cri-containerd:abc",
+            "/kubepods/burstable/pod1/abc/../../..",
+            "/kubepods/burstable/pod1/../../podS",
+            "system.slice",
+            "/init.scope",
+            "kubepods/..\n",
+        ] {
+            let e = cg.workload(spec).expect_err(spec).to_string();
+            assert!(
+                e.contains("refusing")
+                    || e.contains("plain path")
+                    || e.contains("invalid")
+                    || e.contains("does not exist"),
+                "{spec:?}: {e}"
+            );
+        }
+        let ok = cg.workload("/kubepods/burstable/pod1").unwrap();
+        assert_eq!(ok.rel, "/kubepods/burstable/pod1");
+        let ctr = cg.workload("/kubepods/burstable/pod1/abc").unwrap();
+        assert!(ctr.is_below(&ok) && !ok.is_below(&ctr) && !ok.is_below(&ok));
+        let other = cg.workload("/kubepods/podS").unwrap();
+        assert!(!other.is_below(&ok));
+        // A service's own cgroup below system.slice may still be limited by hand.
+        cg.check_landing(&cg.lookup("system.slice/docker-abc.scope").unwrap())
+            .unwrap();
+        let e = cg
+            .check_landing(&cg.lookup("/").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cgroup v2 root"), "{e}");
     }
 }

@@ -58,7 +58,29 @@ pub fn state_with_limit(old: &BwState, cgid: u64, limit: &Limit) -> BwState {
 }
 
 /// The meta record of a limit; `created_ns` is kept from an earlier record.
-pub fn meta_of(cgid: u64, rel: &str, limit: &Limit, owner: &Owner, created_ns: u64) -> BwMeta {
+/// Owner fields that removal compares (pod uid, container id) must fit whole: a
+/// cut value could match another pod's, so an owner whose ids do not fit is
+/// refused rather than stored cut. The path and names are only shown and may be cut.
+pub fn meta_of(
+    cgid: u64,
+    rel: &str,
+    limit: &Limit,
+    owner: &Owner,
+    created_ns: u64,
+) -> Result<BwMeta, String> {
+    for (what, v, field) in [
+        ("pod uid", &owner.pod_uid, abi::NAME_MAX),
+        ("container id", &owner.container_id, abi::ID_MAX),
+    ] {
+        if v.len() >= field {
+            return Err(format!(
+                "{what} {} is {} bytes; at most {} are stored, and a cut id could match another workload's",
+                crate::text::quoted(v),
+                v.len(),
+                field - 1
+            ));
+        }
+    }
     let mut m = BwMeta {
         cgid,
         created_ns,
@@ -74,7 +96,7 @@ pub fn meta_of(cgid: u64, rel: &str, limit: &Limit, owner: &Owner, created_ns: u
     abi::put_cstr(&mut m.pod_uid, &owner.pod_uid);
     abi::put_cstr(&mut m.container, &owner.container);
     abi::put_cstr(&mut m.container_id, &owner.container_id);
-    m
+    Ok(m)
 }
 
 pub fn owner_of(m: &BwMeta) -> Owner {
@@ -157,9 +179,24 @@ mod tests {
             container: "c".into(),
             container_id: "f".repeat(64),
         };
-        let m = meta_of(1, "/kubepods/x", &Limit::default(), &owner, 3);
+        let m = meta_of(1, "/kubepods/x", &Limit::default(), &owner, 3).unwrap();
         assert_eq!(owner_of(&m), owner);
         let e = entry_of(1, &m, &BwState::default(), true);
         assert_eq!((e.path.as_str(), e.created_unix), ("/kubepods/x", 0));
+    }
+
+    #[test]
+    fn ids_that_do_not_fit_whole_are_refused() {
+        let long = |uid: String, id: String| Owner {
+            pod_uid: uid,
+            container_id: id,
+            ..Owner::default()
+        };
+        let l = Limit::default();
+        assert!(meta_of(1, "/", &l, &long("A".repeat(63), String::new()), 0).is_ok());
+        let e = meta_of(1, "/", &l, &long("A".repeat(64), String::new()), 0).unwrap_err();
+        assert!(e.contains("pod uid") && e.contains("64 bytes"), "{e}");
+        let e = meta_of(1, "/", &l, &long(String::new(), "f".repeat(72)), 0).unwrap_err();
+        assert!(e.contains("container id"), "{e}");
     }
 }

@@ -44,8 +44,24 @@ pub use pins::{DEFAULT_PIN_ROOT, abi_dir, remove_tree};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("not running as root: {what} needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN")]
+    #[error(
+        "not running as root: {what} needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (and CAP_SYS_ADMIN where bpffs is not mounted yet)"
+    )]
     NotRoot { what: String },
+    #[error(
+        "the pinned datapath at {} is incomplete ({missing} is missing) but still holds {held}; \
+         not reloading over it, which would detach every limit: inspect it, then remove it with `rm -r {}`",
+        .dir.display(), .dir.display()
+    )]
+    Incomplete {
+        dir: PathBuf,
+        missing: String,
+        held: String,
+    },
+    #[error("pin root {}: {err}", .root.display())]
+    Busy { root: PathBuf, err: io::Error },
+    #[error("cannot record the owner of {}: {reason}", .dir.display())]
+    Owner { dir: PathBuf, reason: String },
     #[error("the kernel lacks a feature the datapath needs ({what}): {detail}")]
     MissingKernelFeature { what: String, detail: String },
     #[error("bpffs at {path}: {err}")]
@@ -86,8 +102,39 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-fn lock(root: &Path) -> Result<std::fs::File> {
-    pins::lock(root).map_err(io_err("locking", root))
+fn lock(root: &Path, wait: Option<Duration>) -> Result<std::fs::File> {
+    pins::lock(root, wait).map_err(|err| match err.kind() {
+        io::ErrorKind::TimedOut => DatapathError::Busy {
+            root: root.into(),
+            err,
+        },
+        _ => io_err("locking", root)(err),
+    })
+}
+
+/// What an ABI directory holds besides a whole datapath (for the refusal to
+/// reload over it), or None when it is empty or absent.
+fn leftovers(dir: &Path) -> Option<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let links = std::fs::read_dir(dir.join("links")).map_or(0, |d| d.count());
+    if links > 0 {
+        return Some(format!("{links} limit(s) in links/"));
+    }
+    let pins: Vec<&String> = names.iter().filter(|n| *n != "links").collect();
+    (!pins.is_empty()).then(|| {
+        pins.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+fn pin_ino(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(abi::PIN_META)).map_or(0, |m| m.ino())
 }
 
 /// The loaded datapath, opened from its pins.
@@ -97,6 +144,11 @@ pub struct Datapath {
     state: OwnedFd,
     meta: OwnedFd,
     root: PathBuf,
+    /// Inode of the `map_meta` pin when opened: a different one means the datapath
+    /// was purged and loaded again under us (see [`Datapath::is_current`]).
+    meta_ino: u64,
+    /// How long a change waits for the pin-root lock (None: as long as it takes).
+    lock_wait: Option<Duration>,
 }
 
 impl Datapath {
@@ -110,8 +162,17 @@ impl Datapath {
         })?;
         let dir = abi_dir(root);
         {
-            let _lock = lock(root)?;
+            let _lock = lock(root, None)?;
             if !dir.join(abi::PIN_META).exists() {
+                // Never reload over what is left: the reload would replace the
+                // maps and silently drop every limit still pinned there.
+                if let Some(held) = leftovers(&dir) {
+                    return Err(DatapathError::Incomplete {
+                        dir,
+                        missing: abi::PIN_META.into(),
+                        held,
+                    });
+                }
                 pins::warn_other_abis(root);
                 loader::load_and_pin(&dir)?;
             }
@@ -145,9 +206,41 @@ impl Datapath {
             state: get(abi::PIN_STATE)?,
             meta: get(abi::PIN_META)?,
             progs,
+            meta_ino: pin_ino(&dir),
             dir,
             root: root.to_path_buf(),
+            lock_wait: None,
         })
+    }
+
+    /// Bounds how long each change waits for the pin-root lock; past it the change
+    /// fails with [`DatapathError::Busy`] (the daemon and the hook answer their
+    /// runtime in time instead of hanging behind a long `bwctl` removal).
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = Some(wait);
+        self
+    }
+
+    /// The same lock bound as `other` (for a datapath opened again).
+    pub fn with_lock_wait_of(mut self, other: &Datapath) -> Self {
+        self.lock_wait = other.lock_wait;
+        self
+    }
+
+    /// The pin root this datapath was opened from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// False when the pins were removed or replaced since this was opened (e.g.
+    /// `bwctl unlimit --all --purge` under a running daemon): the maps held here
+    /// are no longer the ones the programs on the node use.
+    pub fn is_current(&self) -> bool {
+        self.meta_ino != 0 && pin_ino(&self.dir) == self.meta_ino
+    }
+
+    fn lock(&self) -> Result<std::fs::File> {
+        lock(&self.root, self.lock_wait)
     }
 
     /// The directory holding this ABI's pins.
@@ -161,7 +254,7 @@ impl Datapath {
         if limit.is_empty() {
             return Err(DatapathError::NothingToLimit);
         }
-        let _lock = lock(&self.root)?;
+        let _lock = self.lock()?;
         let fd = sys::open_dir(&cg.dir).map_err(io_err("opening cgroup", &cg.dir))?;
         // The directory opened must be the cgroup that was resolved, not one made
         // again under the same name since.
@@ -221,7 +314,12 @@ impl Datapath {
         let created = self
             .read_meta(cgid)?
             .map_or_else(now_unix_ns, |m| m.created_ns);
-        let m = codec::meta_of(cgid, rel, limit, owner, created);
+        let m = codec::meta_of(cgid, rel, limit, owner, created).map_err(|reason| {
+            DatapathError::Owner {
+                dir: rel.into(),
+                reason,
+            }
+        })?;
         sys::map_update_pod(self.meta.as_fd(), cgid, &m, sys::BPF_ANY)
             .map_err(id_err("writing meta of", cgid))
     }
@@ -234,20 +332,40 @@ impl Datapath {
     /// pacing and window clamp lifted first (`grace`), since a detached program can no
     /// longer touch them. Returns false when nothing was limited.
     pub fn unlimit(&self, cgid: u64, grace: Duration) -> Result<bool> {
-        let _lock = lock(&self.root)?;
+        Ok(self.unlimit_many(&[cgid], grace)?[0])
+    }
+
+    /// [`Datapath::unlimit`] for many cgroups with one grace period for all, and
+    /// the lock released while waiting it out. Returns, per id, whether it was limited.
+    pub fn unlimit_many(&self, ids: &[u64], grace: Duration) -> Result<Vec<bool>> {
+        if !grace.is_zero() {
+            let mut lifted = false;
+            {
+                let _lock = self.lock()?;
+                for &cgid in ids {
+                    if let Some(mut st) = self.read_state(cgid)? {
+                        st.dir[abi::DIR_INGRESS].rate = 0;
+                        st.dir[abi::DIR_EGRESS].rate = 0;
+                        st.clamp_budget = 0;
+                        let _ = sys::map_update_pod(self.state.as_fd(), cgid, &st, sys::BPF_EXIST);
+                        lifted = true;
+                    }
+                }
+            }
+            if lifted {
+                std::thread::sleep(grace);
+            }
+        }
+        let _lock = self.lock()?;
+        ids.iter().map(|&cgid| self.remove_locked(cgid)).collect()
+    }
+
+    /// Detaches and forgets one limit; the caller holds the lock.
+    fn remove_locked(&self, cgid: u64) -> Result<bool> {
         let links = links::links_dir(&self.dir, cgid);
         let had_meta = self.read_meta(cgid)?.is_some();
         if !links.exists() && !had_meta {
             return Ok(false);
-        }
-        if !grace.is_zero() {
-            if let Some(mut st) = self.read_state(cgid)? {
-                st.dir[abi::DIR_INGRESS].rate = 0;
-                st.dir[abi::DIR_EGRESS].rate = 0;
-                st.clamp_budget = 0;
-                let _ = sys::map_update_pod(self.state.as_fd(), cgid, &st, sys::BPF_EXIST);
-                std::thread::sleep(grace);
-            }
         }
         links::detach_all(&links).map_err(io_err("unpinning", &links))?;
         sys::map_delete(self.meta.as_fd(), &cgid.to_ne_bytes())
@@ -296,19 +414,19 @@ impl Datapath {
             return Ok(None);
         }
         let st = self.read_state(cgid)?.unwrap_or_default();
+        // Enforced exactly when all three links are attached to the live cgroup
+        // and its state is configured; a limit cut short by a crash (links without
+        // meta, or meta without configured state) is shown as not attached, and
+        // reconcile removes it.
+        let attached = meta.is_some() && st.cgid == cgid && links::all_alive(&links, cgid);
         let m = meta.unwrap_or_default();
-        Ok(Some(codec::entry_of(
-            cgid,
-            &m,
-            &st,
-            links::all_alive(&links, cgid),
-        )))
+        Ok(Some(codec::entry_of(cgid, &m, &st, attached)))
     }
 
     /// Removes the datapath itself (programs and maps) once nothing is limited, for
     /// uninstalling. Refuses while any limit exists.
     pub fn purge(self) -> Result<()> {
-        let _lock = lock(&self.root)?;
+        let _lock = self.lock()?;
         let left = self.list()?;
         if !left.is_empty() {
             return Err(DatapathError::Io {
@@ -333,10 +451,13 @@ impl Datapath {
     /// Removes limits whose cgroup no longer exists (its links are defunct) and any
     /// half-made entry. Returns the cgroup ids removed.
     pub fn reconcile(&self) -> Result<Vec<u64>> {
+        // Under the lock throughout: a limit another process is making right now
+        // looks half-made until it is done, and must not be taken for a leftover.
+        let _lock = self.lock()?;
         let mut removed = Vec::new();
         for e in self.list()? {
             if !e.attached {
-                self.unlimit(e.cgroup_id, Duration::ZERO)?;
+                self.remove_locked(e.cgroup_id)?;
                 removed.push(e.cgroup_id);
             }
         }

@@ -26,19 +26,48 @@ pub fn is_bpffs(path: &Path) -> bool {
     }
 }
 
-/// Makes sure `pin_root` can be created on bpffs: if its parent (normally
-/// /sys/fs/bpf) is not a bpf filesystem, mounts one there, as some nodes (this
-/// project's CI among them) boot without it. Then creates `pin_root`.
+/// Where bpffs belongs; the only place we ever mount it.
+pub const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+/// Makes sure `pin_root` exists on bpffs. Its parent must be a bpf filesystem;
+/// only when the parent is [`BPFFS_MOUNT`] itself and nothing is mounted there (some
+/// nodes, this project's CI among them, boot without it) is one mounted. Anything
+/// else is refused: mounting over another directory would hide what is there
+/// (`/tmp`, or `/sys/fs` with the cgroup mount below it).
 pub fn ensure(pin_root: &Path) -> io::Result<PathBuf> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
     let parent = pin_root
         .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pin root has no parent"))?;
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            invalid(format!(
+                "pin root {}: expected a directory on bpffs such as {BPFFS_MOUNT}/nri-bandwidth",
+                pin_root.display()
+            ))
+        })?;
     if !is_bpffs(parent) {
+        if parent != Path::new(BPFFS_MOUNT) {
+            return Err(invalid(format!(
+                "pin root {}: its parent {} is not a bpf filesystem; expected a directory directly on bpffs such as {BPFFS_MOUNT}/nri-bandwidth (or mount bpffs at {} first)",
+                pin_root.display(),
+                parent.display(),
+                parent.display()
+            )));
+        }
         std::fs::create_dir_all(parent)?;
         mount_bpffs(parent)?;
         log::info!("mounted bpffs at {}", parent.display());
     }
-    std::fs::create_dir_all(pin_root)?;
+    match std::fs::create_dir(pin_root) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    if !is_bpffs(pin_root) {
+        return Err(invalid(format!(
+            "pin root {} is not on a bpf filesystem",
+            pin_root.display()
+        )));
+    }
     Ok(pin_root.to_path_buf())
 }
 
@@ -95,13 +124,38 @@ pub fn warn_other_abis(root: &Path) {
 /// Serialises loading and limit changes between our processes (daemon, hook,
 /// bwctl) with an flock on the pin root directory itself, so there is no lock file
 /// to leave behind. Released when the returned file is dropped.
-pub fn lock(root: &Path) -> io::Result<File> {
+/// Waits at most `wait` (forever with None): an NRI handler must answer within the
+/// runtime's deadline even while `bwctl` holds the lock for a long removal.
+pub fn lock(root: &Path, wait: Option<std::time::Duration>) -> io::Result<File> {
     let f = File::open(root)?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io::Error::last_os_error());
+    let Some(wait) = wait else {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(f);
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "another process (bwctl, the hook, a second daemon) has held the lock for over {} ms",
+                    wait.as_millis()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Ok(f)
 }
 
 /// Removes a pin directory tree (bpffs has no recursive unlink).

@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::cgroup::{Cgroup, CgroupError};
+use crate::cgroup::{Cgroup, CgroupError, check_runtime_spec};
 use crate::datapath::DatapathError;
 use crate::model::{Entry, Limit, Owner};
 use crate::store::{Store, StoreError};
@@ -81,6 +81,15 @@ impl FakeStore {
 
 impl Store for FakeStore {
     fn resolve(&self, spec: &str) -> Result<Cgroup, StoreError> {
+        // The node store's rules for runtime specs, so front-end tests see them.
+        check_runtime_spec(spec)?;
+        if spec.trim_matches('/').is_empty() {
+            return Err(CgroupError::Refused {
+                spec: spec.into(),
+                reason: "it is the cgroup v2 root".into(),
+            }
+            .into());
+        }
         let gone = self
             .missing
             .lock()

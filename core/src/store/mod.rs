@@ -39,8 +39,9 @@ pub struct Removed {
 
 /// Limits on the node, whoever sets them.
 pub trait Store: Send + Sync + 'static {
-    /// Finds the cgroup a runtime or user names (a cgroupfs path, a systemd
+    /// Finds the cgroup a runtime names for a workload (a cgroupfs path, a systemd
     /// `slice:prefix:name`, a slice), once; the result is what `apply` takes.
+    /// Refuses what a limit must never land on (see `cgroup::landing`).
     fn resolve(&self, spec: &str) -> Result<Cgroup, StoreError>;
     /// Limits `cgroup`, or changes its limit in place.
     fn apply(&self, cgroup: &Cgroup, limit: &Limit, owner: &Owner) -> Result<(), StoreError>;
