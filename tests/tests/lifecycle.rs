@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nri_bandwidth_core::cgroup::{Cgroup, CgroupFs};
@@ -68,6 +68,16 @@ impl Drop for Fixture {
     }
 }
 
+/// Every test's start: the privileged switch, the serial lock, a fresh fixture.
+/// `None` when privileged tests are off.
+fn setup(tag: &str) -> Option<(MutexGuard<'static, ()>, Fixture)> {
+    if !privileged() {
+        return None;
+    }
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Some((g, Fixture::new(tag)))
+}
+
 fn rate(s: &str) -> Option<Rate> {
     Some(Rate::parse(s).unwrap())
 }
@@ -102,11 +112,9 @@ fn our_kernel_objects() -> (usize, usize, usize) {
 
 #[test]
 fn limit_update_unlimit_round_trip() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("rt") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("rt");
+    };
     let cg = fx.cgroup("pod");
     let (dir, rel) = (cg.dir.clone(), cg.rel.clone());
     let dp = Datapath::open(&fx.root).unwrap();
@@ -192,11 +200,9 @@ fn limit_update_unlimit_round_trip() {
 
 #[test]
 fn two_hundred_cgroups_limited_and_unlimited_leave_no_kernel_object() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("leak") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("leak");
+    };
     let dp = Datapath::open(&fx.root).unwrap();
     let base = our_kernel_objects();
     let mut made = Vec::new();
@@ -235,11 +241,9 @@ fn two_hundred_cgroups_limited_and_unlimited_leave_no_kernel_object() {
 
 #[test]
 fn limit_outlives_a_killed_setter_and_reconcile_cleans_removed_cgroups() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("kill") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("kill");
+    };
     let cg = fx.cgroup("pod");
     let (dir, rel) = (cg.dir.clone(), cg.rel.clone());
     let mut child = Command::new(env!("CARGO_BIN_EXE_limit-and-hang"))
@@ -291,11 +295,9 @@ fn bwctl(args: &[&str], root: &Path) -> (i32, String, String) {
 
 #[test]
 fn bwctl_contract() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("cli") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("cli");
+    };
     let rel = fx.cgroup("pod").rel;
     let root = fx.root.as_path();
 

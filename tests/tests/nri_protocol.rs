@@ -1,71 +1,25 @@
-//! The plugin side of NRI against a runtime played by this test over a socket pair:
+//! The plugin side of NRI against the tests library's fake runtime over a socket pair:
 //! the multiplexer, ttrpc on both logical connections, registration, Configure,
 //! chunked Synchronize, dedicated event RPCs and StateChange, strict refusals, and
 //! UNIMPLEMENTED for methods we do not serve. No root needed (the limiter is a fake);
 //! the real containerd runs in the e2e suite.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
-use futures::StreamExt;
 use nri_bandwidth_core::policy::Config;
 use nri_bandwidth_core::store::fake::FakeStore;
+use nri_bandwidth_tests::fake_runtime::{FakeRuntime, ctx, pod};
 use nri_plugin::metrics::Metrics;
 use nri_plugin::nri::connection::{self, Identity};
-use nri_plugin::nri::mux::Mux;
 use nri_plugin::nri::proto::nri::*;
-use nri_plugin::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
 use nri_plugin::nri::service::PluginService;
 use nri_plugin::plugin::BandwidthPlugin;
-use ttrpc::r#async::TtrpcContext;
-use ttrpc::r#async::transport::{Listener, Socket};
-use ttrpc::r#async::{Client, Server};
 
-/// The runtime's side of registration.
-#[derive(Default, Clone)]
-struct RuntimeSide(Arc<Mutex<Vec<(String, String)>>>);
-
-#[async_trait]
-impl Runtime for RuntimeSide {
-    async fn register_plugin(
-        &self,
-        _ctx: &TtrpcContext,
-        req: RegisterPluginRequest,
-    ) -> ttrpc::Result<Empty> {
-        self.0
-            .lock()
-            .unwrap()
-            .push((req.plugin_name, req.plugin_idx));
-        Ok(Empty::new())
-    }
-}
-
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(2_000_000_000)
-}
-
-fn pod(uid: &str, ann: &[(&str, &str)]) -> PodSandbox {
-    let mut p = PodSandbox::new();
-    p.id = format!("sb-{uid}");
-    p.uid = uid.into();
-    p.name = uid.into();
-    p.namespace = "default".into();
-    p.annotations = ann
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut l = LinuxPodSandbox::new();
-    l.cgroup_parent = format!("/kubepods/pod{uid}");
-    p.linux = Some(l).into();
-    p
-}
-
+/// The plugin in-process with a fake limiter, and the runtime talking to it.
 struct Harness {
-    client: PluginClient,
-    raw: Client,
-    registered: RuntimeSide,
+    runtime: FakeRuntime,
     limits: Arc<BandwidthPlugin<FakeStore>>,
-    _server: Server,
 }
 
 async fn start(strict: bool) -> Harness {
@@ -87,23 +41,9 @@ async fn start(strict: bool) -> Harness {
     };
     tokio::spawn(async move { connection::serve(plugin_end, service, &id).await });
 
-    // The runtime: serves Runtime on conn 2, calls Plugin on conn 1.
-    let mut mux = Mux::new(runtime_end, &[1, 2]);
-    let (to_plugin, runtime_conn) = (mux.take(1).unwrap(), mux.take(2).unwrap());
-    let registered = RuntimeSide::default();
-    let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(runtime_conn) })
-        .chain(futures::stream::pending());
-    let mut server = Server::new()
-        .register_service(create_runtime(Arc::new(registered.clone())))
-        .add_listener(Listener::new(incoming));
-    server.start().await.unwrap();
-    let raw = Client::new(Socket::new(to_plugin));
     Harness {
-        client: PluginClient::new(raw.clone()),
-        raw,
-        registered,
+        runtime: FakeRuntime::start(runtime_end).await.unwrap(),
         limits,
-        _server: server,
     }
 }
 
@@ -113,16 +53,11 @@ async fn registers_configures_and_subscribes_only_to_what_it_needs() {
     let mut req = ConfigureRequest::new();
     req.runtime_name = "containerd".into();
     req.runtime_version = "v2.1.4".into();
-    let resp = h.client.configure(ctx(), &req).await.unwrap();
+    let resp = h.runtime.client.configure(ctx(), &req).await.unwrap();
     assert_eq!(resp.events, 0x1 | 0x4 | 0x8 | 0x10 | 0x20 | 0x400);
-    for _ in 0..100 {
-        if !h.registered.0.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    h.runtime.wait_registered(Duration::from_secs(1)).await;
     assert_eq!(
-        *h.registered.0.lock().unwrap(),
+        h.runtime.registered.plugins(),
         vec![("bandwidth".to_string(), "50".to_string())]
     );
 }
@@ -144,23 +79,35 @@ async fn synchronize_in_chunks_larger_than_a_frame_then_events() {
     first.pods = pods[..100].to_vec();
     first.more = true;
     assert!(
-        h.client.synchronize(ctx(), &first).await.unwrap().more,
+        h.runtime
+            .client
+            .synchronize(ctx(), &first)
+            .await
+            .unwrap()
+            .more,
         "a more=true chunk must be answered more=true"
     );
     assert!(h.limits.store().limits().is_empty());
     let mut last = SynchronizeRequest::new();
     last.pods = pods[100..].to_vec();
-    assert!(!h.client.synchronize(ctx(), &last).await.unwrap().more);
+    assert!(
+        !h.runtime
+            .client
+            .synchronize(ctx(), &last)
+            .await
+            .unwrap()
+            .more
+    );
     assert_eq!(h.limits.store().limits().len(), 200);
 
     // A dedicated RPC (NRI v0.12+) and the StateChange form (older runtimes).
     let mut run = RunPodSandboxRequest::new();
     run.pod = Some(pod("new", &[("kubernetes.io/ingress-bandwidth", "5M")])).into();
-    h.client.run_pod_sandbox(ctx(), &run).await.unwrap();
+    h.runtime.client.run_pod_sandbox(ctx(), &run).await.unwrap();
     let mut ev = StateChangeEvent::new();
     ev.event = Event::RUN_POD_SANDBOX.into();
     ev.pod = Some(pod("old", &[("kubernetes.io/ingress-bandwidth", "6M")])).into();
-    h.client.state_change(ctx(), &ev).await.unwrap();
+    h.runtime.client.state_change(ctx(), &ev).await.unwrap();
     let s = h.limits.store();
     let ingress = |p: &str| s.get(p).unwrap().0.ingress.unwrap().bits_per_sec();
     assert_eq!(ingress("/kubepods/podnew"), 5_000_000);
@@ -172,7 +119,12 @@ async fn strict_mode_refuses_a_pod_with_a_clear_message() {
     let h = start(true).await;
     let mut run = RunPodSandboxRequest::new();
     run.pod = Some(pod("bad", &[("kubernetes.io/ingress-bandwidth", "10Mbps")])).into();
-    let err = h.client.run_pod_sandbox(ctx(), &run).await.unwrap_err();
+    let err = h
+        .runtime
+        .client
+        .run_pod_sandbox(ctx(), &run)
+        .await
+        .unwrap_err();
     let ttrpc::Error::RpcStatus(status) = err else {
         panic!("{err:?}")
     };
@@ -185,7 +137,7 @@ async fn strict_mode_refuses_a_pod_with_a_clear_message() {
 
     // Fail open without strict: same pod starts, unlimited.
     let h = start(false).await;
-    h.client.run_pod_sandbox(ctx(), &run).await.unwrap();
+    h.runtime.client.run_pod_sandbox(ctx(), &run).await.unwrap();
     assert!(h.limits.store().limits().is_empty());
 }
 
@@ -200,11 +152,7 @@ async fn methods_we_do_not_serve_answer_unimplemented() {
         "StopPodSandbox",
         "UpdatePodSandbox",
     ] {
-        let mut req = ttrpc::Request::new();
-        req.service = "nri.pkg.api.v1alpha1.Plugin".into();
-        req.method = method.into();
-        req.timeout_nano = 2_000_000_000;
-        let err = h.raw.request(req).await.unwrap_err();
+        let err = h.runtime.call_by_name(method).await.unwrap_err();
         let ttrpc::Error::RpcStatus(status) = err else {
             panic!("{method}: {err:?}")
         };
@@ -229,11 +177,7 @@ async fn every_method_we_declare_is_implemented() {
         "RemovePodSandbox",
         "StateChange",
     ] {
-        let mut req = ttrpc::Request::new();
-        req.service = "nri.pkg.api.v1alpha1.Plugin".into();
-        req.method = method.into();
-        req.timeout_nano = 2_000_000_000;
-        if let Err(e) = h.raw.request(req).await {
+        if let Err(e) = h.runtime.call_by_name(method).await {
             panic!("{method} with an empty request failed: {e:?}");
         }
     }

@@ -10,7 +10,7 @@ use nri_bandwidth_core::datapath::{self as limiter, Datapath};
 use nri_bandwidth_core::model::{Limit, Owner};
 use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_testkit::testbed::{Iperf3, Testbed};
-use nri_bandwidth_tests::{privileged, test_pin_root};
+use nri_bandwidth_tests::{human_bps, privileged, test_pin_root};
 
 /// Traffic tests would distort each other's rates on two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -68,9 +68,9 @@ fn assert_near(what: &str, got: f64, limit: f64) {
     let r = got / limit;
     assert!(
         (LOW..=HIGH).contains(&r),
-        "{what}: {:.1} Mbit/s is {r:.3} of the {:.0} Mbit/s limit",
-        got / 1e6,
-        limit / 1e6
+        "{what}: {} is {r:.3} of the {} limit",
+        human_bps(got),
+        human_bps(limit)
     );
     eprintln!("{what}: {r:.3} of the limit");
 }
@@ -178,9 +178,9 @@ fn udp_is_policed_to_the_limit() {
         let passed_bps = (a.bytes - b.bytes) as f64 * 8.0 / secs;
         let dropped = a.dropped_packets - b.dropped_packets;
         eprintln!(
-            "UDP {}: passed {:.1} Mbit/s, dropped {dropped}",
+            "UDP {}: passed {}, dropped {dropped}",
             if reverse { "egress" } else { "ingress" },
-            passed_bps / 1e6
+            human_bps(passed_bps)
         );
         assert!(
             dropped > 1000,
@@ -223,8 +223,8 @@ fn pod_limit_is_shared_by_its_containers() {
     let rates: Vec<f64> = runs.into_iter().map(|h| h.join().unwrap()).collect();
     let sum: f64 = rates.iter().sum();
     eprintln!(
-        "containers: {:?} Mbit/s",
-        rates.iter().map(|r| r / 1e6).collect::<Vec<_>>()
+        "containers: {:?}",
+        rates.iter().map(|&r| human_bps(r)).collect::<Vec<_>>()
     );
     assert_near("pod total over two containers", sum, 40e6);
     assert!(
@@ -259,9 +259,9 @@ fn a_rate_change_applies_to_running_flows() {
     let early = (iv[1] + iv[2]) / 2.0;
     let late = (iv[iv.len() - 2] + iv[iv.len() - 1]) / 2.0;
     eprintln!(
-        "before the change {:.1} Mbit/s, after {:.1} Mbit/s",
-        early / 1e6,
-        late / 1e6
+        "before the change {}, after {}",
+        human_bps(early),
+        human_bps(late)
     );
     assert!((LOW..=HIGH).contains(&(early / 20e6)), "before: {early}");
     assert!((LOW..=HIGH).contains(&(late / 80e6)), "after: {late}");

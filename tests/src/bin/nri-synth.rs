@@ -10,35 +10,13 @@
 use std::os::fd::IntoRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use futures::StreamExt;
 use nri_bandwidth_core::cgroup::CgroupFs;
 use nri_bandwidth_testkit::quantile;
-use nri_plugin::nri::mux::Mux;
+use nri_bandwidth_tests::fake_runtime::{FakeRuntime, ctx};
 use nri_plugin::nri::proto::nri::*;
-use nri_plugin::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
 use serde::Serialize;
-use ttrpc::r#async::TtrpcContext;
-use ttrpc::r#async::transport::{Listener, Socket};
-use ttrpc::r#async::{Client, Server};
-
-#[derive(Default, Clone)]
-struct Registered(Arc<Mutex<bool>>);
-
-#[async_trait]
-impl Runtime for Registered {
-    async fn register_plugin(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: RegisterPluginRequest,
-    ) -> ttrpc::Result<Empty> {
-        *self.0.lock().unwrap() = true;
-        Ok(Empty::new())
-    }
-}
 
 #[derive(Serialize)]
 struct Row {
@@ -64,25 +42,16 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(2_000_000_000)
-}
-
+/// Pod `i` of the run, on its own cgroup, limited by the annotation.
 fn pod(i: usize, cgroup: &str) -> PodSandbox {
-    let mut p = PodSandbox::new();
+    let mut p = nri_bandwidth_tests::fake_runtime::pod(
+        &format!("synth-uid-{i}"),
+        &[("kubernetes.io/egress-bandwidth", "50M")],
+    );
     p.id = format!("synth-sb-{i}");
-    p.uid = format!("synth-uid-{i}");
     p.name = format!("synth-{i}");
     p.namespace = "bench".into();
-    p.annotations = [(
-        "kubernetes.io/egress-bandwidth".to_string(),
-        "50M".to_string(),
-    )]
-    .into_iter()
-    .collect();
-    let mut l = LinuxPodSandbox::new();
-    l.cgroup_parent = cgroup.into();
-    p.linux = Some(l).into();
+    p.linux.mut_or_insert_default().cgroup_parent = cgroup.into();
     p
 }
 
@@ -120,25 +89,13 @@ async fn one(n: usize, cgfs: &CgroupFs) -> anyhow::Result<Row> {
 
     runtime_end.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(runtime_end)?;
-    let mut mux = Mux::new(stream, &[1, 2]);
-    let (to_plugin, runtime_conn) = (mux.take(1).unwrap(), mux.take(2).unwrap());
-    let registered = Registered::default();
-    let incoming = futures::stream::once(async move { Ok::<_, std::io::Error>(runtime_conn) })
-        .chain(futures::stream::pending());
-    let mut server = Server::new()
-        .register_service(create_runtime(Arc::new(registered.clone())))
-        .add_listener(Listener::new(incoming));
-    server.start().await?;
-    let client = PluginClient::new(Client::new(Socket::new(to_plugin)));
-    let t = Instant::now();
-    while !*registered.0.lock().unwrap() {
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(10),
-            "the plugin did not register (log: {})",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let runtime = FakeRuntime::start(stream).await?;
+    anyhow::ensure!(
+        runtime.wait_registered(Duration::from_secs(10)).await,
+        "the plugin did not register (log: {})",
+        log.display()
+    );
+    let client = &runtime.client;
     let mut cfg = ConfigureRequest::new();
     cfg.runtime_name = "nri-synth".into();
     cfg.runtime_version = "v2.4.2".into();
