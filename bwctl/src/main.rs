@@ -87,8 +87,8 @@ enum Cmd {
         /// Keep printing every interval until interrupted.
         #[arg(long)]
         watch: bool,
-        /// Sampling interval in seconds.
-        #[arg(long, default_value_t = 1.0)]
+        /// Sampling interval in seconds (0.1 to 3600).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
     },
     /// Remove limits whose cgroup is gone.
@@ -112,6 +112,16 @@ fn parse_size(s: &str) -> Result<ByteSize, String> {
     ByteSize::parse(s).map_err(|e| e.to_string())
 }
 
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{}: expected a number of seconds from 0.1 to 3600",
+            nri_bandwidth_core::text::quoted(s)
+        )),
+    }
+}
+
 fn cgroup_fs(cli: &Cli) -> Result<CgroupFs> {
     match &cli.cgroup_root {
         Some(r) => Ok(CgroupFs::new(r)),
@@ -120,6 +130,10 @@ fn cgroup_fs(cli: &Cli) -> Result<CgroupFs> {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`bwctl list | head`) ends the process quietly, as for any
+    // command-line tool, instead of a panic in println!.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match run(&cli) {
@@ -204,8 +218,12 @@ fn run(cli: &Cli) -> Result<()> {
                 let cg = cgfs.lookup(cgroup.as_deref().unwrap_or_default())?;
                 vec![(cg.id, cg.rel)]
             };
-            for (id, name) in ids {
-                if !dp.unlimit(id, Duration::from_millis(200))? {
+            // One grace period for all: open sockets get their pacing and
+            // window back before the programs go.
+            let cgids: Vec<u64> = ids.iter().map(|(id, _)| *id).collect();
+            let done = dp.unlimit_many(&cgids, Duration::from_millis(200))?;
+            for ((_, name), was) in ids.into_iter().zip(done) {
+                if !was {
                     return Err(DatapathError::NotLimited(name).into());
                 }
                 println!("unlimited {name}");
@@ -241,7 +259,7 @@ fn run(cli: &Cli) -> Result<()> {
                 }
                 return Ok(());
             };
-            let dt = Duration::from_secs_f64(interval.max(0.1));
+            let dt = Duration::from_secs_f64(*interval);
             let mut before = dp.list()?;
             loop {
                 std::thread::sleep(dt);

@@ -206,37 +206,71 @@ fn render_entries(out: &mut String, entries: &[Entry]) {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends.
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send its request or read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `addr` until the process ends. A hand-written HTTP/1.1
+/// answer to one GET: the endpoint needs nothing more, and an HTTP server crate
+/// would bring dozens of dependencies into a privileged daemon. A failed accept
+/// (EMFILE under fd exhaustion) pauses instead of ending the endpoint; idle or slow
+/// clients are cut after a timeout and their number is capped.
 pub async fn serve(
     addr: String,
     metrics: std::sync::Arc<Metrics>,
     entries: std::sync::Arc<dyn Fn() -> Vec<Entry> + Send + Sync>,
 ) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     log::info!("metrics on http://{addr}/metrics");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut failing = false;
     loop {
-        let (mut sock, _) = listener.accept().await?;
+        let permit = slots.clone().acquire_owned().await.expect("never closed");
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                failing = false;
+                sock
+            }
+            Err(e) => {
+                if !failing {
+                    log::error!("metrics endpoint {addr}: accepting: {e}; retrying");
+                }
+                failing = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let (metrics, entries) = (metrics.clone(), entries.clone());
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                let e = tokio::task::spawn_blocking(move || entries())
-                    .await
-                    .unwrap_or_default();
-                ("200 OK", metrics.render(&e))
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let _permit = permit;
+            let _ = tokio::time::timeout(IO_TIMEOUT, answer(sock, metrics, entries)).await;
         });
     }
+}
+
+async fn answer(
+    mut sock: tokio::net::TcpStream,
+    metrics: std::sync::Arc<Metrics>,
+    entries: std::sync::Arc<dyn Fn() -> Vec<Entry> + Send + Sync>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 1024];
+    let n = sock.read(&mut buf).await.unwrap_or(0);
+    let req = String::from_utf8_lossy(&buf[..n]);
+    let (status, body) = if req.starts_with("GET /metrics") {
+        let e = tokio::task::spawn_blocking(move || entries())
+            .await
+            .unwrap_or_default();
+        ("200 OK", metrics.render(&e))
+    } else {
+        ("404 Not Found", "try /metrics\n".to_string())
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
 }
 
 #[cfg(test)]

@@ -472,10 +472,13 @@ mod tests {
         let app = container(&p2, "app");
         let sync = SyncCollector::default();
         assert!(
-            sync.add(vec![p1.clone()], vec![], true).is_none(),
+            sync.add(vec![p1.clone()], vec![], true).unwrap().is_none(),
             "nothing happens before the last chunk"
         );
-        let (pods, containers) = sync.add(vec![p2.clone()], vec![app], false).unwrap();
+        let (pods, containers) = sync
+            .add(vec![p2.clone()], vec![app], false)
+            .unwrap()
+            .unwrap();
         h.synchronize(&pods, &containers);
         let got: Vec<String> = limits(&h).into_iter().map(|l| l.0).collect();
         assert_eq!(got, vec!["/kp/p1", "/kp/p2/p2-app", "/manual"]);

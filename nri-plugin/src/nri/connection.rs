@@ -119,6 +119,8 @@ pub enum Transport {
 /// First and longest pause between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection that lasted this long resets the backoff.
+const STABLE: Duration = Duration::from_secs(10);
 
 /// Runs the plugin over `transport`: `service()` makes a fresh service for each
 /// connection, `on_connect()` runs before it registers. With `once`, or an
@@ -141,15 +143,37 @@ pub async fn run(
         Transport::Socket(p) => p,
     };
     let mut backoff = BACKOFF_MIN;
+    // Consecutive connections that ended early: a runtime that accepts and drops
+    // us must not get a reconnect every 250 ms forever, nor an ERROR line each time.
+    let mut failures = 0u32;
     loop {
         match tokio::net::UnixStream::connect(path).await {
             Ok(sock) => {
-                log::info!("connected to {}", path.display());
+                let started = std::time::Instant::now();
+                if failures == 0 {
+                    log::info!("connected to {}", path.display());
+                }
                 on_connect();
-                backoff = BACKOFF_MIN;
-                match serve(sock, service(), id).await {
-                    Ok(()) => log::warn!("the runtime closed the connection"),
-                    Err(e) => log::error!("NRI connection: {e}"),
+                let r = serve(sock, service(), id).await;
+                if started.elapsed() >= STABLE {
+                    failures = 0;
+                    backoff = BACKOFF_MIN;
+                }
+                match r {
+                    Ok(()) if failures == 0 => log::warn!("the runtime closed the connection"),
+                    Err(e) if failures == 0 => log::error!("NRI connection: {e}"),
+                    Ok(()) => log::debug!("the runtime closed the connection again"),
+                    Err(e) => log::debug!("NRI connection (again): {e}"),
+                }
+                if started.elapsed() < STABLE {
+                    if failures == 0 {
+                        log::warn!(
+                            "the connection lasted under {} s; retrying with backoff up to {} s (repeats are logged at debug level)",
+                            STABLE.as_secs(),
+                            BACKOFF_MAX.as_secs()
+                        );
+                    }
+                    failures += 1;
                 }
                 if once {
                     return Err(io::Error::other("connection ended (--once)"));

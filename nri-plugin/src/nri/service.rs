@@ -163,8 +163,16 @@ impl Plugin for PluginService {
         let start = Instant::now();
         let n = (req.pods.len(), req.containers.len());
         let more = req.more;
-        if let Some((pods, containers)) = self.sync.add(req.pods, req.containers, more) {
-            self.handler.synchronize(&pods, &containers);
+        match self.sync.add(req.pods, req.containers, more) {
+            Ok(Some((pods, containers))) => self.handler.synchronize(&pods, &containers),
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("synchronize: {e}");
+                return Err(ttrpc::Error::RpcStatus(get_status(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!("nri-bandwidth: {e}"),
+                )));
+            }
         }
         self.metrics.observe("Synchronize", start.elapsed());
         log::info!(
