@@ -32,6 +32,21 @@ pub fn init_font() -> Res {
     r
 }
 
+/// The legend box, the same on every chart but for where it sits.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Res {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .position(position)
+        .draw()
+        .map_err(err)
+}
+
 /// One line of a line chart.
 pub struct Line {
     pub label: String,
@@ -116,14 +131,7 @@ pub fn line_panels(path: &Path, x_label: &str, y_label: &str, panels: &[Panel]) 
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     }
     root.present().map_err(err)
 }
@@ -184,14 +192,7 @@ pub fn versus_loglog(
             .label(label.as_str())
             .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
