@@ -41,11 +41,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 
-#define CG_PASS 1
-#define CG_DROP 0
-#define CG_DROP_CN 2 /* egress only: drop and tell TCP to reduce cwnd */
-#define CG_PASS_CN 3 /* egress only: pass and tell TCP to reduce cwnd */
-
 /* Small packets (ACKs, SYNs, DNS) are dropped only twice as far past the limit. */
 #define SMALL_PACKET 128
 
@@ -55,22 +50,22 @@ struct {
 	__type(value, struct bw_state);
 } bw_state SEC(".maps");
 
+#ifdef BW_TEST
 /*
+ * Only in the test object (bw_test.bpf.o, built with -DBW_TEST by core/build.rs):
  * BPF_PROG_TEST_RUN gives a program a fresh cgroup storage that user space cannot
- * reach, so the test loader (plugin/src/testrun.rs) sets bw_test_mode and the
- * programs read their state from this array instead. The flag is a load-time
- * constant: the verifier removes whichever branch is not taken, so production
- * programs never look at the array and tests pay what production pays, give or
- * take the storage helper call.
+ * reach, so the test rig (testkit/src/testrun.rs) hands the programs their state
+ * in key 0 of this array instead. The production object has neither the map nor
+ * the branch; the test programs differ from it only in how state_get() finds the
+ * state (an array lookup instead of the storage helper).
  */
-volatile const __u32 bw_test_mode = 0;
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct bw_state);
 } bw_test_state SEC(".maps");
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -90,14 +85,12 @@ struct {
  * microseconds between attach and configure): then traffic passes. */
 static __always_inline struct bw_state *state_get(void)
 {
-	struct bw_state *s;
-
-	if (bw_test_mode) {
-		__u32 zero = 0;
-		s = bpf_map_lookup_elem(&bw_test_state, &zero);
-	} else {
-		s = bpf_get_local_storage(&bw_state, 0);
-	}
+#ifdef BW_TEST
+	__u32 zero = 0;
+	struct bw_state *s = bpf_map_lookup_elem(&bw_test_state, &zero);
+#else
+	struct bw_state *s = bpf_get_local_storage(&bw_state, 0);
+#endif
 	return s && s->cgid ? s : 0;
 }
 
@@ -127,11 +120,6 @@ struct pkt {
 	__u8 flags;     /* TCP flags byte */
 	__u8 ect;       /* ECN-capable transport */
 };
-
-#define TCPF_FIN 0x01
-#define TCPF_SYN 0x02
-#define TCPF_RST 0x04
-#define TCPF_ACK 0x10
 
 /* Reads `len` header bytes at `off`: straight from the linear packet data when it
  * is there (almost always), else through the slower copy helper. */
@@ -268,8 +256,8 @@ static __always_inline __s64 tcp_drop_limit(const struct bw_dir *d, const struct
 
 static __always_inline int is_pure_ack(const struct pkt *p)
 {
-	return p->tcp && p->payload == 0 && (p->flags & TCPF_ACK) &&
-	       !(p->flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
+	return p->tcp && p->payload == 0 && (p->flags & BW_TCP_ACK) &&
+	       !(p->flags & (BW_TCP_SYN | BW_TCP_FIN | BW_TCP_RST));
 }
 
 /* ------------------------------------------------------------------ programs */
@@ -288,7 +276,7 @@ int bw_egress(struct __sk_buff *skb)
 {
 	struct bw_state *s = limited_state(skb);
 	if (!s)
-		return CG_PASS;
+		return BW_VERDICT_PASS;
 
 	struct pkt p;
 	parse(skb, &p);
@@ -301,7 +289,7 @@ int bw_egress(struct __sk_buff *skb)
 		now = clock_precise();
 		if ((__s64)(in->tat - now) > 0) {
 			__sync_fetch_and_add(&s->acks_gated, 1);
-			return CG_DROP;
+			return BW_VERDICT_DROP;
 		}
 	} else {
 		now = clock_coarse();
@@ -310,18 +298,18 @@ int bw_egress(struct __sk_buff *skb)
 	struct bw_dir *d = &s->dir[BW_DIR_EGRESS];
 	if (!d->rate) {
 		count_pass(d, p.wire);
-		return CG_PASS;
+		return BW_VERDICT_PASS;
 	}
 	__u64 cost = cost_ns(d, p.wire);
 
 	/* A dropped UDP packet with CN makes the sender see ENOBUFS (counted, not
 	 * fatal) instead of EPERM. */
 	if (!p.tcp)
-		return police(d, now, cost, p.wire) ? CG_PASS : CG_DROP_CN;
+		return police(d, now, cost, p.wire) ? BW_VERDICT_PASS : BW_VERDICT_DROP_CN;
 
 	if (peek(d, now, cost) > tcp_drop_limit(d, &p)) {
 		count_drop(d, p.wire);
-		return CG_DROP_CN;
+		return BW_VERDICT_DROP_CN;
 	}
 	__s64 debt = charge(d, now, cost);
 	count_pass(d, p.wire);
@@ -329,9 +317,9 @@ int bw_egress(struct __sk_buff *skb)
 		__sync_fetch_and_add(&d->mark_packets, 1);
 		if (p.ect)
 			bpf_skb_ecn_set_ce(skb);
-		return CG_PASS_CN;
+		return BW_VERDICT_PASS_CN;
 	}
-	return CG_PASS;
+	return BW_VERDICT_PASS;
 }
 
 SEC("cgroup_skb/ingress")
@@ -339,27 +327,27 @@ int bw_ingress(struct __sk_buff *skb)
 {
 	struct bw_state *s = limited_state(skb);
 	if (!s)
-		return CG_PASS;
+		return BW_VERDICT_PASS;
 
 	struct pkt p;
 	parse(skb, &p);
 	struct bw_dir *d = &s->dir[BW_DIR_INGRESS];
 	if (!d->rate) {
 		count_pass(d, p.wire);
-		return CG_PASS;
+		return BW_VERDICT_PASS;
 	}
 	__u64 now = clock_coarse();
 	__u64 cost = cost_ns(d, p.wire);
 
 	if (!p.tcp)
-		return police(d, now, cost, p.wire) ? CG_PASS : CG_DROP;
+		return police(d, now, cost, p.wire) ? BW_VERDICT_PASS : BW_VERDICT_DROP;
 
 	/* TCP already crossed the wire: dropping it only costs a retransmission, so
 	 * the gate on our ACKs does the work and this is a backstop for senders that
 	 * do not answer it. */
 	if (p.payload && peek(d, now, cost) > tcp_drop_limit(d, &p)) {
 		count_drop(d, p.wire);
-		return CG_DROP;
+		return BW_VERDICT_DROP;
 	}
 	__s64 debt = charge(d, now, cost);
 	count_pass(d, p.wire);
@@ -367,7 +355,7 @@ int bw_ingress(struct __sk_buff *skb)
 		__sync_fetch_and_add(&d->mark_packets, 1);
 		bpf_skb_ecn_set_ce(skb);
 	}
-	return CG_PASS;
+	return BW_VERDICT_PASS;
 }
 
 /* ------------------------------------------------------------------ sock_ops */
@@ -570,18 +558,20 @@ int bw_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
 		/* A pure ACK going out means this socket is receiving. */
-		if (skops->skb_len == 0 && (skops->skb_tcp_flags & TCPF_ACK) &&
-		    !(skops->skb_tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST)))
+		if (skops->skb_len == 0 && (skops->skb_tcp_flags & BW_TCP_ACK) &&
+		    !(skops->skb_tcp_flags & (BW_TCP_SYN | BW_TCP_FIN | BW_TCP_RST)))
 			apply_clamp(skops, s, ss, slot, now);
 		break;
 	}
 	return 1;
 }
 
-/* Never attached: the baseline the benchmark compares per-packet cost against. It
- * references the state map so both programs pay the same map setup. */
+#ifdef BW_TEST
+/* Test object only, never attached: the baseline the benchmark compares
+ * per-packet cost against. */
 SEC("cgroup_skb/egress")
 int bw_empty(struct __sk_buff *skb)
 {
-	return CG_PASS;
+	return BW_VERDICT_PASS;
 }
+#endif

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
 /*
- * The one definition of every structure shared between the kernel programs
- * (bw.bpf.c) and user space. plugin/src/datapath_abi.rs mirrors each struct with
- * #[repr(C)] types, and a test there checks sizes and offsets against the values
- * this header exports through BW_LAYOUT_* (see bw_layout.c).
+ * The one definition of every structure and number shared between the kernel
+ * programs (bw.bpf.c) and user space. core/build.rs runs bindgen on this header,
+ * so the Rust structs and constants (core/src/datapath/abi.rs) are generated from
+ * it and cannot disagree with it.
  *
  * Bump BW_ABI_VERSION whenever a layout or a map changes: the pin directory is
  * named after it, so a new binary never reuses programs whose maps it misreads.
@@ -17,6 +17,19 @@
 
 #define BW_DIR_INGRESS 0
 #define BW_DIR_EGRESS 1
+
+/* cgroup_skb return codes (the kernel's, named once for the programs and the tests). */
+#define BW_VERDICT_DROP 0
+#define BW_VERDICT_PASS 1
+#define BW_VERDICT_DROP_CN 2 /* egress only: drop and tell TCP to reduce cwnd */
+#define BW_VERDICT_PASS_CN 3 /* egress only: pass and tell TCP to reduce cwnd */
+
+/* TCP flag bits of the flags byte (offset 13 of the TCP header). */
+#define BW_TCP_FIN 0x01
+#define BW_TCP_SYN 0x02
+#define BW_TCP_RST 0x04
+#define BW_TCP_PSH 0x08
+#define BW_TCP_ACK 0x10
 
 /*
  * One direction of one limited cgroup: configuration (written by user space),
@@ -118,12 +131,14 @@ struct bw_meta {
 	__u64 burst_bytes;    /* 0 = default */
 	__u32 source;         /* BW_SOURCE_* */
 	__u32 pad0;
-	char path[BW_PATH_MAX];       /* relative to the cgroup v2 mount */
-	char pod_namespace[BW_NAME_MAX];
-	char pod_name[BW_POD_NAME_MAX];
-	char pod_uid[BW_NAME_MAX];
-	char container[BW_NAME_MAX];  /* empty for a pod-level limit */
-	char container_id[BW_ID_MAX];
+	/* NUL-terminated UTF-8; __u8 rather than char so the generated Rust
+	 * fields are byte arrays. */
+	__u8 path[BW_PATH_MAX];       /* relative to the cgroup v2 mount */
+	__u8 pod_namespace[BW_NAME_MAX];
+	__u8 pod_name[BW_POD_NAME_MAX];
+	__u8 pod_uid[BW_NAME_MAX];
+	__u8 container[BW_NAME_MAX];  /* empty for a pod-level limit */
+	__u8 container_id[BW_ID_MAX];
 };
 
 #endif /* BW_MAPS_H */

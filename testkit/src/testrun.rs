@@ -3,20 +3,20 @@
 //! counters and bucket arithmetic, without any network. Used by the in-kernel tests
 //! and the benchmark's per-packet cost. Needs root (CAP_BPF + CAP_NET_ADMIN).
 //!
-//! A test run gets a fresh cgroup storage that user space cannot reach, so the
-//! programs read their state from key 0 of `bw_test_state` here (see bw.bpf.c).
+//! A test run gets a fresh cgroup storage that user space cannot reach, so this
+//! loads the test build of the programs (`abi::BPF_TEST_OBJECT`, bw.bpf.c with
+//! -DBW_TEST), which read their state from key 0 of `bw_test_state` instead; the
+//! production object has no such map.
 
+use std::mem::{offset_of, size_of};
 use std::time::Duration;
 
 use aya::maps::Array;
 use aya::programs::{CgroupSkb, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader};
 
-use nri_bandwidth_core::datapath::abi::layout::{
-    OFFSETOF___SK_BUFF_GSO_SEGS, OFFSETOF___SK_BUFF_GSO_SIZE, OFFSETOF___SK_BUFF_IFINDEX,
-    SIZEOF___SK_BUFF,
-};
-use nri_bandwidth_core::datapath::abi::{BPF_OBJECT, BwState};
+use nri_bandwidth_core::datapath::abi::{self, BPF_TEST_OBJECT, BwState};
+use nri_bandwidth_core::datapath::sys::uapi::__sk_buff;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prog {
@@ -29,18 +29,18 @@ pub enum Prog {
 impl Prog {
     fn name(self) -> &'static str {
         match self {
-            Prog::Ingress => "bw_ingress",
-            Prog::Egress => "bw_egress",
-            Prog::Empty => "bw_empty",
+            Prog::Ingress => abi::PROG_INGRESS,
+            Prog::Egress => abi::PROG_EGRESS,
+            Prog::Empty => abi::TEST_PROG_EMPTY,
         }
     }
 }
 
-/// Verdicts as the kernel defines them for cgroup_skb programs.
-pub const DROP: u32 = 0;
-pub const PASS: u32 = 1;
-pub const DROP_CN: u32 = 2;
-pub const PASS_CN: u32 = 3;
+/// Verdicts as the kernel defines them for cgroup_skb programs (`BW_VERDICT_*`).
+pub const DROP: u32 = abi::VERDICT_DROP;
+pub const PASS: u32 = abi::VERDICT_PASS;
+pub const DROP_CN: u32 = abi::VERDICT_DROP_CN;
+pub const PASS_CN: u32 = abi::VERDICT_PASS_CN;
 
 pub struct TestDatapath {
     ebpf: Ebpf,
@@ -68,8 +68,7 @@ impl TestDatapath {
     /// Loads a private copy of the programs (nothing is pinned or attached).
     pub fn load() -> Result<Self, String> {
         let mut ebpf = EbpfLoader::new()
-            .override_global("bw_test_mode", &1u32, true)
-            .load(BPF_OBJECT)
+            .load(BPF_TEST_OBJECT)
             .map_err(|e| format!("loading object: {e}"))?;
         for p in [Prog::Ingress, Prog::Egress, Prog::Empty] {
             let prog: &mut CgroupSkb = ebpf
@@ -88,13 +87,14 @@ impl TestDatapath {
 
     pub fn set_state(&mut self, st: &BwState) {
         let mut m: Array<_, BwState> =
-            Array::try_from(self.ebpf.map_mut("bw_test_state").expect("map")).expect("map type");
+            Array::try_from(self.ebpf.map_mut(abi::TEST_MAP_STATE).expect("map"))
+                .expect("map type");
         m.set(0, *st, 0).expect("updating bw_test_state");
     }
 
     pub fn state(&self) -> BwState {
         let m: Array<_, BwState> =
-            Array::try_from(self.ebpf.map("bw_test_state").expect("map")).expect("map type");
+            Array::try_from(self.ebpf.map(abi::TEST_MAP_STATE).expect("map")).expect("map type");
         m.get(&0, 0).expect("reading bw_test_state")
     }
 
@@ -112,15 +112,12 @@ impl TestDatapath {
             .ok_or("program missing")?
             .try_into()
             .map_err(|e| format!("{e}"))?;
-        let mut skb = vec![0u8; SIZEOF___SK_BUFF];
         let ifindex = if ctx.ifindex == 0 {
             self.ifindex
         } else {
             ctx.ifindex
         };
-        skb[OFFSETOF___SK_BUFF_IFINDEX..][..4].copy_from_slice(&ifindex.to_ne_bytes());
-        skb[OFFSETOF___SK_BUFF_GSO_SEGS..][..4].copy_from_slice(&ctx.gso_segs.to_ne_bytes());
-        skb[OFFSETOF___SK_BUFF_GSO_SIZE..][..4].copy_from_slice(&ctx.gso_size.to_ne_bytes());
+        let skb = skb_ctx(ifindex, ctx.gso_segs, ctx.gso_size);
         let mut out = vec![0u8; packet.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(packet),
@@ -142,6 +139,22 @@ impl TestDatapath {
             duration: r.duration,
         })
     }
+}
+
+/// The `struct __sk_buff` the kernel copies in, as bytes. Everything a test run
+/// does not accept must be zero, padding included, so the fields are written into
+/// a zeroed buffer at the offsets of the generated struct (bindgen checked them
+/// against clang), never through a typed copy that could leave padding undefined.
+fn skb_ctx(ifindex: u32, gso_segs: u32, gso_size: u32) -> Vec<u8> {
+    let mut skb = vec![0u8; size_of::<__sk_buff>()];
+    for (off, v) in [
+        (offset_of!(__sk_buff, ifindex), ifindex),
+        (offset_of!(__sk_buff, gso_segs), gso_segs),
+        (offset_of!(__sk_buff, gso_size), gso_size),
+    ] {
+        skb[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    skb
 }
 
 /// test_run attaches packets to loopback unless told otherwise, and the programs
@@ -172,11 +185,8 @@ pub enum L4 {
     Icmp { payload: usize },
 }
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_PSH: u8 = 0x08;
-pub const TCP_ACK: u8 = 0x10;
+/// TCP flag bits (`BW_TCP_*` of ebpf/bw_maps.h, the ones the programs test).
+pub use nri_bandwidth_core::datapath::abi::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
 
 /// ECN codepoints of the IP header.
 pub const NOT_ECT: u8 = 0;

@@ -112,6 +112,20 @@ fn unconfigured_state_passes_everything() {
     );
 }
 
+/// The baseline of the per-packet cost lives in the test object only.
+#[test]
+fn empty_baseline_passes() {
+    let Some(dp) = setup(&state(Some(1_000_000), Some(1_000_000))) else {
+        return;
+    };
+    assert_eq!(run(&dp, Prog::Empty, &data(ECT0)).0, PASS);
+    assert_eq!(
+        dp.state().dir[OUT].packets,
+        0,
+        "the baseline touches no state"
+    );
+}
+
 #[test]
 fn loopback_is_never_limited() {
     let Some(mut dp) = setup(&state(Some(1_000_000), Some(1_000_000))) else {
