@@ -67,8 +67,8 @@ fn check_libclang() {
         panic!(
             "\n\nnri-bandwidth: libclang was not found ({e}); bindgen needs it to generate \
              the Rust mirrors of ebpf/bw_maps.h and <linux/bpf.h>.\n\
-             Install it with: apt-get install libclang1-14   (Debian's clang package brings it; \
-             or run `make deps`),\n\
+             Install it with: apt-get install clang   (it depends on libclang1-<version>; \
+             `make deps` installs it) or apt-get install libclang-dev,\n\
              or point LIBCLANG_PATH at the directory holding libclang.so*.\n\n"
         );
     }
