@@ -77,12 +77,19 @@ fn attach_error(e: io::Error, cgroup: &Path, what: &str) -> DatapathError {
             path: cgroup.into(),
             err: e,
         },
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-            DatapathError::MissingKernelFeature {
-                what: format!("cgroup bpf_link for {what} (Linux >= 5.7)"),
-                detail: e.to_string(),
-            }
-        }
+        // Only these say for sure that the kernel has no cgroup links.
+        Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => DatapathError::MissingKernelFeature {
+            what: format!("cgroup bpf_link for {what} (Linux >= 5.7)"),
+            detail: e.to_string(),
+        },
+        // EINVAL also comes from a kernel that has links but refuses this attach.
+        Some(libc::EINVAL) => DatapathError::Io {
+            what: format!(
+                "attaching {what} program (the kernel refused it: is this a cgroup v2 directory, and does the kernel have cgroup bpf_link, Linux >= 5.7?) to"
+            ),
+            path: cgroup.into(),
+            err: e,
+        },
         _ => DatapathError::Io {
             what: format!("attaching {what} program to"),
             path: cgroup.into(),
