@@ -74,8 +74,11 @@ struct {
 	__type(value, struct bw_sock);
 } bw_sock SEC(".maps");
 
+/* Not preallocated: a node pays kernel memory for the limits it has, not for the
+ * 65,536 it could have. Only user space touches this map, never per packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct bw_meta);

@@ -372,3 +372,41 @@ fn bwctl_contract() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running as root"));
 }
+
+/// Kernel memory a map is charged, from its fd's fdinfo.
+fn memlock(pin: &Path) -> u64 {
+    let fd = bpf_sys::obj_get(pin).unwrap();
+    let text = std::fs::read_to_string(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("memlock in fdinfo")
+}
+
+#[test]
+fn a_node_without_limits_pays_little_kernel_memory_for_the_meta_map() {
+    let Some((_g, fx)) = setup("mem") else {
+        return;
+    };
+    let dp = Datapath::open(&fx.root).unwrap();
+    let meta = dp.pin_dir().join("map_meta");
+    let idle = memlock(&meta);
+    eprintln!("meta map memlock with no limits: {idle} bytes");
+    // Preallocated, its 65,536 entries of ~0.8 KiB were ~56 MiB on every node.
+    assert!(idle < 4 << 20, "idle meta map charged {idle} bytes");
+    let cg = fx.cgroup("one");
+    dp.limit(
+        &cg,
+        &Limit {
+            ingress: rate("5M"),
+            ..Limit::default()
+        },
+        &Owner::default(),
+    )
+    .unwrap();
+    assert!(dp.unlimit(cg.id, Duration::ZERO).unwrap());
+}
