@@ -290,39 +290,10 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nri::proto::nri::{LinuxContainer, LinuxPodSandbox};
     use crate::nri::sync::SyncCollector;
+    use crate::nri::testing::{container, pod};
     use nri_bandwidth_core::model::Limit;
     use nri_bandwidth_core::store::fake::FakeStore;
-
-    fn pod(uid: &str, parent: &str, ann: &[(&str, &str)]) -> PodSandbox {
-        let mut p = PodSandbox::new();
-        p.id = format!("sb-{uid}");
-        p.uid = uid.into();
-        p.name = format!("name-{uid}");
-        p.namespace = "default".into();
-        p.annotations = ann
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut l = LinuxPodSandbox::new();
-        l.cgroup_parent = parent.into();
-        l.cgroups_path = format!("{parent}/sb-{uid}");
-        p.linux = Some(l).into();
-        p
-    }
-
-    fn container(pod: &PodSandbox, name: &str) -> Container {
-        let mut c = Container::new();
-        c.id = format!("{}-{name}", pod.uid);
-        c.name = name.into();
-        c.pod_sandbox_id = pod.id.clone();
-        c.state = ContainerState::CONTAINER_RUNNING.into();
-        let mut l = LinuxContainer::new();
-        l.cgroups_path = format!("{}/{}", pod.linux.cgroup_parent, c.id);
-        c.linux = Some(l).into();
-        c
-    }
 
     fn handler() -> BandwidthPlugin<FakeStore> {
         BandwidthPlugin::new(FakeStore::new(), Policy::default())
@@ -355,7 +326,7 @@ mod tests {
         let (_, o) = h.store.get("/kubepods/burstable/podu1").unwrap();
         assert_eq!(
             (o.pod_uid.as_str(), o.pod_name.as_str(), o.source),
-            ("u1", "name-u1", Source::Annotation)
+            ("u1", "u1", Source::Annotation)
         );
     }
 
@@ -403,7 +374,7 @@ mod tests {
         h.set_policy(Policy { strict: true });
         let err = h.run_pod_sandbox(&p).unwrap_err().0;
         assert!(
-            err.contains("default/name-u4")
+            err.contains("default/u4")
                 && err.contains(annotations::K8S_INGRESS)
                 && err.contains("10Mbps"),
             "{err}"

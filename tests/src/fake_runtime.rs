@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use nri_plugin::nri::mux::Mux;
-use nri_plugin::nri::proto::nri::{Empty, LinuxPodSandbox, PodSandbox, RegisterPluginRequest};
+use nri_plugin::nri::proto::nri::{Empty, PodSandbox, RegisterPluginRequest};
 use nri_plugin::nri::proto::nri_ttrpc::{PluginClient, Runtime, create_runtime};
 use ttrpc::r#async::TtrpcContext;
 use ttrpc::r#async::transport::{Listener, Socket};
@@ -105,17 +105,5 @@ pub fn ctx() -> ttrpc::context::Context {
 
 /// A pod `uid` in namespace "default" under /kubepods/pod<uid>, with annotations.
 pub fn pod(uid: &str, annotations: &[(&str, &str)]) -> PodSandbox {
-    let mut p = PodSandbox::new();
-    p.id = format!("sb-{uid}");
-    p.uid = uid.into();
-    p.name = uid.into();
-    p.namespace = "default".into();
-    p.annotations = annotations
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut l = LinuxPodSandbox::new();
-    l.cgroup_parent = format!("/kubepods/pod{uid}");
-    p.linux = Some(l).into();
-    p
+    nri_plugin::nri::testing::pod(uid, &format!("/kubepods/pod{uid}"), annotations)
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -14,6 +15,26 @@ type Res = Result<(), String>;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
+}
+
+/// The grid and axis labels every chart has.
+fn mesh<DB, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    x_label: &str,
+    y_label: &str,
+) -> Res
+where
+    DB: DrawingBackend,
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)
 }
 
 static FONT_ONCE: Once = Once::new();
@@ -101,13 +122,7 @@ pub fn line_panels(path: &Path, x_label: &str, y_label: &str, panels: &[Panel]) 
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(err)?;
+        mesh(&mut chart, x_label, y_label)?;
         if let Some((y, label)) = &p.reference {
             chart
                 .draw_series(LineSeries::new(
@@ -165,13 +180,7 @@ pub fn versus_loglog(
         .y_label_area_size(65)
         .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
         .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(err)?;
+    mesh(&mut chart, x_label, y_label)?;
     chart
         .draw_series(LineSeries::new(
             vec![(lo, lo), (hi, hi)],

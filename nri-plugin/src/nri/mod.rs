@@ -41,6 +41,8 @@ pub mod connection;
 pub mod mux;
 pub mod service;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use nri_bandwidth_core::policy::Policy;
 use proto::nri::{Container, PodSandbox};
