@@ -68,8 +68,12 @@ struct Args {
     once: bool,
 }
 
+/// ttrpc logs every broken pipe at ERROR on its own; the connection loop reports
+/// each failure once, in its words, so ttrpc's lines are off unless RUST_LOG asks.
 fn init_logging(file: Option<&PathBuf>) -> Result<()> {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut b = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,ttrpc=off"),
+    );
     if let Some(p) = file {
         let f = std::fs::OpenOptions::new()
             .create(true)
