@@ -7,6 +7,7 @@
 pub mod delay_line;
 pub mod e2e;
 pub mod fake_runtime;
+pub mod fixture;
 pub mod podman;
 pub mod report_charts;
 pub mod tbf;

@@ -4,69 +4,21 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nri_bandwidth_core::cgroup::{Cgroup, CgroupFs};
-use nri_bandwidth_core::datapath::sys::{self as bpf_sys, AttachType};
-use nri_bandwidth_core::datapath::{self as limiter, Datapath};
+use nri_bandwidth_core::cgroup::Cgroup;
+use nri_bandwidth_core::datapath::sys as bpf_sys;
+use nri_bandwidth_core::datapath::Datapath;
 use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_core::rate::Rate;
-use nri_bandwidth_tests::{privileged, test_pin_root};
+use nri_bandwidth_tests::fixture::{Fixture, attached};
+use nri_bandwidth_tests::privileged;
 
 /// Tests here count kernel objects, so they must not overlap.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A pin root and a parent cgroup private to one test, removed on drop.
-struct Fixture {
-    root: PathBuf,
-    cgfs: CgroupFs,
-    parent: PathBuf,
-}
-
-impl Fixture {
-    fn new(tag: &str) -> Self {
-        let cgfs = CgroupFs::detect().expect("cgroup v2 mount");
-        let parent = cgfs
-            .create(&format!(
-                "/nri-bandwidth-test/life-{tag}-{}",
-                std::process::id()
-            ))
-            .unwrap();
-        Fixture {
-            root: test_pin_root(tag),
-            cgfs,
-            parent,
-        }
-    }
-    fn cgroup(&self, name: &str) -> Cgroup {
-        let dir = self
-            .cgfs
-            .create(&format!(
-                "{}/{name}",
-                self.cgfs.relative(&self.parent).unwrap()
-            ))
-            .unwrap();
-        self.cgfs.cgroup(dir).unwrap()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = limiter::remove_tree(&self.root);
-        if let Ok(rd) = std::fs::read_dir(&self.parent) {
-            for e in rd.flatten() {
-                if e.path().is_dir() {
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(&self.parent);
-        let _ = std::fs::remove_dir(self.parent.parent().unwrap());
-    }
-}
 
 /// Every test's start: the privileged switch, the serial lock, a fresh fixture.
 /// `None` when privileged tests are off.
@@ -80,16 +32,6 @@ fn setup(tag: &str) -> Option<(MutexGuard<'static, ()>, Fixture)> {
 
 fn rate(s: &str) -> Option<Rate> {
     Some(Rate::parse(s).unwrap())
-}
-
-fn attached(dir: &Path) -> [usize; 3] {
-    let fd = bpf_sys::open_dir(dir).unwrap();
-    [
-        AttachType::CgroupInetIngress,
-        AttachType::CgroupInetEgress,
-        AttachType::CgroupSockOps,
-    ]
-    .map(|at| bpf_sys::prog_query(fd.as_fd(), at).unwrap().len())
 }
 
 /// Programs and maps named like ours, and links to programs named like ours.
