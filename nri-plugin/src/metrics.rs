@@ -333,4 +333,37 @@ mod tests {
         assert!(t.contains("nri_bandwidth_handler_latency_recent_seconds{method=\"RunPodSandbox\",quantile=\"0.99\"} 0.003"), "{t}");
         assert_eq!(m.quantile(Some("Other"), 0.5), None);
     }
+
+    /// Idle clients beyond the cap hold nothing for long: a scrape still gets its
+    /// answer once their timeout cuts them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_clients_cannot_hold_the_endpoint() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = "127.0.0.1:19299";
+        let entries: std::sync::Arc<dyn Fn() -> Vec<Entry> + Send + Sync> =
+            std::sync::Arc::new(Vec::new);
+        tokio::spawn(serve(addr.into(), Default::default(), entries));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 8 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let t = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(IO_TIMEOUT * 3, s.read_to_string(&mut out))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(t.elapsed() < IO_TIMEOUT * 2, "{:?}", t.elapsed());
+        // And an idle client is cut, not kept forever.
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(IO_TIMEOUT * 2, idle[0].read(&mut buf))
+            .await
+            .expect("an idle client is cut after the timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
 }

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use nri_bandwidth_core::datapath::Datapath;
-use nri_bandwidth_tests::e2e::{Containerd, PluginProc, enabled};
 use nri_bandwidth_tests::PinRoot;
+use nri_bandwidth_tests::e2e::{Containerd, PluginProc, enabled};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -75,12 +75,22 @@ fn a_thousand_limited_pods_created_and_removed_leave_nothing_and_memory_stays_fl
     }
     let took = start.elapsed();
     let dp = Datapath::open_existing(&pins.0).unwrap().unwrap();
-    assert!(dp.list().unwrap().is_empty(), "limits left: {:?}", dp.list());
-    let links = std::fs::read_dir(dp.pin_dir().join("links")).unwrap().count();
+    assert!(
+        dp.list().unwrap().is_empty(),
+        "limits left: {:?}",
+        dp.list()
+    );
+    let links = std::fs::read_dir(dp.pin_dir().join("links"))
+        .unwrap()
+        .count();
     assert_eq!(links, 0, "link pins left");
     let after = kernel_objects();
     let (progs, maps, _) = before.unwrap();
-    assert_eq!(after, (progs, maps, 0), "kernel objects: first cycle {before:?}, end {after:?}");
+    assert_eq!(
+        after,
+        (progs, maps, 0),
+        "kernel objects: first cycle {before:?}, end {after:?}"
+    );
     eprintln!(
         "churn: {n} pods in {:.0} s ({:.0} ms per create+remove); daemon RSS KiB by cycle: {rss:?}",
         took.as_secs_f64(),

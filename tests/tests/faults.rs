@@ -57,7 +57,15 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
             .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=bpf", "-e"])
             .arg(format!("inject=bpf:signal=KILL:when={n}"))
             .arg(workspace_bin("bwctl"))
-            .args(["limit", "--cgroup", &cg.rel, "--ingress", "10M", "--egress", "10M"])
+            .args([
+                "limit",
+                "--cgroup",
+                &cg.rel,
+                "--ingress",
+                "10M",
+                "--egress",
+                "10M",
+            ])
             .env("NRI_BANDWIDTH_PIN_ROOT", &fx.root)
             .output()
             .unwrap();
@@ -79,8 +87,16 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
             Err(e) => panic!("call {n}: the pins cannot be opened after a kill: {e}"),
         };
         assert!(listed.iter().all(|e| e.attached), "call {n}: {listed:?}");
-        let want = if listed.is_empty() { [0, 0, 0] } else { [1, 1, 1] };
-        assert_eq!(attached(&cg.dir), want, "call {n}: kernel vs list {listed:?}");
+        let want = if listed.is_empty() {
+            [0, 0, 0]
+        } else {
+            [1, 1, 1]
+        };
+        assert_eq!(
+            attached(&cg.dir),
+            want,
+            "call {n}: kernel vs list {listed:?}"
+        );
         if completed {
             assert_eq!(listed.len(), 1, "the uninterrupted limit is listed");
             break;
@@ -88,7 +104,15 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
         // And the next limit works, whatever the kill left.
         let again = bwctl(
             &fx,
-            &["limit", "--cgroup", &cg.rel, "--ingress", "10M", "--egress", "10M"],
+            &[
+                "limit",
+                "--cgroup",
+                &cg.rel,
+                "--ingress",
+                "10M",
+                "--egress",
+                "10M",
+            ],
         );
         assert!(
             again.status.success(),
@@ -99,7 +123,10 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
     }
     assert!(completed, "limit never completed");
     eprintln!("killed bwctl limit at each of its first {kills} bpf calls");
-    assert!(kills > 10, "only {kills} bpf calls: is the injection working?");
+    assert!(
+        kills > 10,
+        "only {kills} bpf calls: is the injection working?"
+    );
     let _ = bwctl(&fx, &["unlimit", "--all", "--purge"]);
 }
 
@@ -142,11 +169,15 @@ fn a_cgroup_removed_while_being_limited_leaves_nothing_after_reconcile() {
             t.elapsed() < Duration::from_secs(10),
             "{} limits of removed cgroups left: {:?}",
             left.len(),
-            left.iter().map(|e| (&e.path, e.attached)).collect::<Vec<_>>()
+            left.iter()
+                .map(|e| (&e.path, e.attached))
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let links = std::fs::read_dir(dp.pin_dir().join("links")).unwrap().count();
+    let links = std::fs::read_dir(dp.pin_dir().join("links"))
+        .unwrap()
+        .count();
     assert_eq!(links, 0);
 }
 
@@ -194,7 +225,11 @@ fn removing_two_thousand_limits_waits_one_grace_period() {
     let t = Instant::now();
     let out = bwctl(&fx, &["unlimit", "--all"]);
     let took = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("bwctl unlimit --all of 2000 limits: {took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(dp.list().unwrap().is_empty());

@@ -4,14 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use nri_bandwidth_core::cgroup::Cgroup;
-use nri_bandwidth_core::datapath::sys as bpf_sys;
 use nri_bandwidth_core::datapath::Datapath;
+use nri_bandwidth_core::datapath::sys as bpf_sys;
 use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_tests::fixture::{Fixture, attached};
@@ -313,6 +313,66 @@ fn bwctl_contract() {
         .expect("setpriv (util-linux)");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running as root"));
+}
+
+#[test]
+fn bwctl_refuses_odd_input_with_a_message_and_never_panics() {
+    let Some((_g, fx)) = setup("odd") else {
+        return;
+    };
+    let root = fx.root.as_path();
+    for interval in ["inf", "1e400", "0", "-1", "NaN"] {
+        let arg = format!("--interval={interval}");
+        let (code, _, err) = bwctl(&["stats", &arg], root);
+        assert_eq!(code, 2, "--interval {interval}: {err}");
+        assert!(
+            err.contains("0.1 to 3600") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    let (code, _, err) = bwctl(&["unlimit", "--cgroup", "/x", "--purge"], root);
+    assert_eq!(code, 2, "--purge without --all: {err}");
+    // The root and the node's services are refused by hand too.
+    for cg in ["/", "/system.slice", "/init.scope"] {
+        if !fx.cgfs.root().join(cg.trim_start_matches('/')).is_dir() {
+            continue; // no systemd on this node
+        }
+        let (code, _, err) = bwctl(&["limit", "--cgroup", cg, "--ingress", "1M"], root);
+        assert_eq!(code, 1, "{cg}: {err}");
+        assert!(err.contains("refusing"), "{cg}: {err}");
+    }
+    // A pin root whose parent is not bpffs: refused, nothing mounted over it.
+    let tmp = std::env::temp_dir().join(format!("nri-bw-notbpf-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let rel = fx.cgroup("pod").rel;
+    for pins in [tmp.join("pins"), PathBuf::from("/sys/fs/bpf")] {
+        let (code, _, err) = bwctl(&["limit", "--cgroup", &rel, "--ingress", "1M"], &pins);
+        assert_eq!(code, 1, "{}: {err}", pins.display());
+        assert!(err.contains("not a bpf filesystem"), "{err}");
+    }
+    assert!(!nri_bandwidth_core::datapath::pins::is_bpffs(&tmp));
+    assert!(
+        Path::new("/sys/fs/cgroup").exists(),
+        "cgroupfs still visible"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    // A reader that goes away: bwctl ends quietly, no panic.
+    let (code, _, _) = bwctl(&["limit", "--cgroup", &rel, "--ingress", "1M"], root);
+    assert_eq!(code, 0);
+    let mut child = Command::new(nri_bandwidth_tests::workspace_bin("bwctl"))
+        .args(["stats", "--watch", "--interval", "0.1"])
+        .env("NRI_BANDWIDTH_PIN_ROOT", root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Kernel memory a map is charged, from its fd's fdinfo.
