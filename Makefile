@@ -71,7 +71,7 @@ test: lint build peers
 
 # Only the end-to-end suite against real containerd.
 e2e: build peers
-	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_podman --test deployment
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release
