@@ -202,7 +202,9 @@ fn run(cli: &Cli) -> Result<()> {
         } => {
             if *purge && !*all {
                 // clap counts the flag's default as present, so `requires` lets this by.
-                eprintln!("bwctl: --purge goes with --all (it unloads the datapath once nothing is limited)");
+                eprintln!(
+                    "bwctl: --purge goes with --all (it unloads the datapath once nothing is limited)"
+                );
                 std::process::exit(2);
             }
             let Some(dp) = Datapath::open_existing(&cli.pin_root)? else {

@@ -57,7 +57,6 @@ impl Drop for Fixture {
     }
 }
 
-
 /// Programs attached directly to the cgroup at `dir`, per hook (ingress, egress,
 /// sock_ops): what the kernel enforces, whatever the pins say.
 pub fn attached(dir: &std::path::Path) -> [usize; 3] {
