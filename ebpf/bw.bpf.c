@@ -14,10 +14,10 @@
  *                                    own senders, the rate shared among the active
  *                                    ones; receive-window clamp for receivers.
  *
- * Why this shape: measured on these machines (shared/reference), a policer alone
- * cannot hold TCP at the rate (0.05-0.8 of target), while pacing the workload's own
- * sockets holds egress at ~1.0 with no queue, and ACK gating plus a rate-scaled
- * window clamp holds ingress at 0.93-1.0 with no queue.
+ * Why this shape (docs/design.md has the measurements): a policer alone cannot
+ * hold TCP at the rate, pacing the workload's own sockets holds egress at the rate
+ * with no queue, and ACK gating plus a window clamp holds ingress without a queue
+ * at the price of sender probes on short paths.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -366,9 +366,10 @@ int bw_ingress(struct __sk_buff *skb)
 /* Count this socket as active in direction `dir` for the current epoch once it has
  * moved `active_bytes` since it was last counted (so a control connection that
  * exchanges a few bytes does not halve everyone's share), and return how many
- * sockets of the attachment were active in this or the previous epoch. */
+ * sockets of the attachment were active in this or the previous epoch; `*ei` is
+ * the epoch slot that count comes from. */
 static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_slot *slot,
-					    int dir, __u64 now, __u64 progress)
+					    int dir, __u64 now, __u64 progress, __u32 *ei)
 {
 	__u64 e = now >> BW_EPOCH_SHIFT;
 	__u64 se = s->epoch;
@@ -377,11 +378,15 @@ static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_s
 	if (se != e) {
 		/* First socket of a new epoch: forget the one before the previous. */
 		if (__sync_val_compare_and_swap(&s->epoch, se, e) == se) {
-			s->active[0][e & 1] = 0;
-			s->active[1][e & 1] = 0;
-			if (e != se + 1) {
-				s->active[0][(e + 1) & 1] = 0;
-				s->active[1][(e + 1) & 1] = 0;
+			for (int d = 0; d < 2; d++) {
+				s->active[d][e & 1] = 0;
+				s->capped[d][e & 1] = 0;
+				s->capped_rate[d][e & 1] = 0;
+				if (e != se + 1) {
+					s->active[d][(e + 1) & 1] = 0;
+					s->capped[d][(e + 1) & 1] = 0;
+					s->capped_rate[d][(e + 1) & 1] = 0;
+				}
 			}
 		}
 	}
@@ -392,8 +397,39 @@ static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_s
 	}
 	__u32 cur = s->active[dir][e & 1];
 	__u32 prev = s->active[dir][(e + 1) & 1];
+	*ei = cur >= prev ? (e & 1) : ((e + 1) & 1);
 	__u32 n = cur > prev ? cur : prev;
 	return n ? n : 1;
+}
+
+/* This level's share of `rate` (bytes/s) for the socket, work-conserving: sockets
+ * that the other level holds lower use less than an equal share, so the others
+ * split what they leave (pod 20M, one container capped at 5M: its sibling gets
+ * 15M, not 10M). A socket held lower registers itself once per epoch. */
+static __always_inline __u64 level_share(struct bw_state *s, struct bw_sock *ss,
+					 struct bw_sock_slot *slot, int dir, __u64 rate,
+					 __u64 now, __u64 progress)
+{
+	__u32 ei = 0;
+	__u32 n = active_sockets(s, slot, dir, now, progress, &ei);
+	__u64 e = now >> BW_EPOCH_SHIFT;
+
+	dir &= 1;
+	ei &= 1;
+	__u32 capped = s->capped[dir][ei];
+	__u64 held = s->capped_rate[dir][ei];
+	__u64 share = rate / n;
+	if (capped && capped < n && held < rate)
+		share = (rate - held) / (n - capped);
+	struct bw_sock_slot *other = slot == &ss->slot[0] ? &ss->slot[1] : &ss->slot[0];
+	__u64 theirs = other->cgid ? other->share[dir] : 0;
+	if (theirs && theirs < share && slot->capped_seen[dir] != e + 1) {
+		slot->capped_seen[dir] = e + 1;
+		__sync_fetch_and_add(&s->capped[dir][e & 1], 1);
+		__sync_fetch_and_add(&s->capped_rate[dir][e & 1], theirs);
+	}
+	slot->share[dir] = share;
+	return share;
 }
 
 /* IP + TCP header bytes per segment (timestamps assumed, as Linux negotiates them).
@@ -442,11 +478,12 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 
 	if (!d->rate || (s->flags & BW_F_NO_PACING)) {
 		slot->pacing = 0;
+		slot->share[BW_DIR_EGRESS] = 0;
 	} else {
-		__u32 n = active_sockets(s, slot, BW_DIR_EGRESS, now, skops->bytes_acked);
+		__u64 share = level_share(s, ss, slot, BW_DIR_EGRESS, d->rate, now,
+					  skops->bytes_acked);
 		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
 		__u64 hdr = seg_header(skops);
-		__u64 share = d->rate / n;
 		slot->pacing = share * mss / (mss + hdr);
 	}
 	__u64 want64 = min_nonzero(ss->slot[0].pacing, ss->slot[1].pacing);
@@ -482,8 +519,10 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 
 	if (!d->rate || (s->flags & BW_F_NO_CLAMP)) {
 		slot->clamp = 0;
+		slot->share[BW_DIR_INGRESS] = 0;
 	} else {
-		__u32 n = active_sockets(s, slot, BW_DIR_INGRESS, now, skops->bytes_received);
+		__u64 share = level_share(s, ss, slot, BW_DIR_INGRESS, d->rate, now,
+					  skops->bytes_received);
 		__u32 mss = skops->mss_cache ? skops->mss_cache : 1448;
 		__u64 srtt_us = skops->srtt_us >> 3;
 		if (srtt_us > 1000000)
@@ -493,9 +532,9 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		 * Below a millisecond the handshake RTT a pure receiver keeps is mostly
 		 * host latency and no window of whole segments fits, so there the slack
 		 * is added and the gate does the limiting. */
-		__u64 bdp = d->rate / 1000 * srtt_us / 1000;
-		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 : bdp + s->clamp_budget;
-		w /= n;
+		__u64 bdp = share / 1000 * srtt_us / 1000;
+		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500
+					  : bdp + s->clamp_budget * share / d->rate;
 		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
 		if (w < 2 * mss)
 			w = 2 * mss;

@@ -13,7 +13,7 @@
 
 #include <linux/types.h>
 
-#define BW_ABI_VERSION 2
+#define BW_ABI_VERSION 3
 
 #define BW_DIR_INGRESS 0
 #define BW_DIR_EGRESS 1
@@ -80,6 +80,11 @@ struct bw_state {
 	__u64 epoch;        /* active-socket epoch number (ns >> BW_EPOCH_SHIFT) */
 	__u32 active[2][2]; /* [direction][epoch & 1]: sockets seen receiving / sending */
 	__u64 active_bytes[2]; /* bytes a socket must move in an epoch to count as active */
+	/* Work conservation, [direction][epoch & 1]: active sockets that another
+	 * (nested or enclosing) limit holds below their share here, and the sum of
+	 * the rates they are held to (bytes/s); the other sockets share the rest. */
+	__u32 capped[2][2];
+	__u64 capped_rate[2][2];
 };
 
 #define BW_F_NO_ACK_GATE (1u << 0) /* ingress: police only, never withhold ACKs */
@@ -99,6 +104,8 @@ struct bw_sock_slot {
 	__u64 pacing;        /* this level's share, bytes/s of payload; 0 = none */
 	__u32 clamp;         /* this level's window, bytes; 0 = none */
 	__u32 pad0;
+	__u64 share[2];      /* this level's share of its rate per direction, bytes/s; 0 = none */
+	__u64 capped_seen[2]; /* 1 + the last epoch this socket was counted as capped here */
 };
 
 /* Per-socket state (BPF_MAP_TYPE_SK_STORAGE). */

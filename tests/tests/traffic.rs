@@ -266,3 +266,60 @@ fn a_rate_change_applies_to_running_flows() {
     assert!((LOW..=HIGH).contains(&(early / 20e6)), "before: {early}");
     assert!((LOW..=HIGH).contains(&(late / 80e6)), "after: {late}");
 }
+
+/// Work conservation: a container held at 5M by its own limit leaves the rest of
+/// the pod's 20M to its sibling instead of wasting it (the pod moved 0.73 of its
+/// limit before). Both directions.
+#[test]
+fn a_capped_container_gives_its_unused_share_of_the_pod_back() {
+    let Some((_g, mut e)) = env("wc") else {
+        return;
+    };
+    let cgfs = CgroupFs::detect().unwrap();
+    let mut kids = Vec::new();
+    for (i, port) in [(0, 5221u16), (1, 5222u16)] {
+        let dir = cgfs.create(&format!("{}/c{i}", e.tb.cgroup_rel)).unwrap();
+        e.tb.start_iperf3_server_in(&dir, port).unwrap();
+        kids.push((cgfs.cgroup(dir).unwrap(), port));
+    }
+    limit(&e, Some("20M"), Some("20M"));
+    let cap = Limit {
+        ingress: Some(Rate::parse("5M").unwrap()),
+        egress: Some(Rate::parse("5M").unwrap()),
+        ..Limit::default()
+    };
+    e.dp.limit(&kids[0].0, &cap, &Owner::default()).unwrap();
+    let target = e.tb.peer_v4;
+    for reverse in [true, false] {
+        let runs: Vec<_> = kids
+            .iter()
+            .map(|&(_, p)| {
+                std::thread::spawn(move || {
+                    let mut c = Iperf3::new(target, p);
+                    c.reverse = reverse;
+                    c.seconds = 5;
+                    c.run().expect("iperf3").received_bps
+                })
+            })
+            .collect();
+        let r: Vec<f64> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+        let dir = if reverse { "egress" } else { "ingress" };
+        eprintln!(
+            "{dir}: capped {} + sibling {} = {:.3} of the pod's 20M",
+            human_bps(r[0]),
+            human_bps(r[1]),
+            (r[0] + r[1]) / 20e6
+        );
+        assert!(
+            r[0] < 1.10 * 5e6,
+            "{dir}: the capped container got {}",
+            human_bps(r[0])
+        );
+        let total = (r[0] + r[1]) / 20e6;
+        assert!(
+            (0.85..=HIGH).contains(&total),
+            "{dir}: the pod moved {total:.3} of its limit"
+        );
+    }
+    e.dp.unlimit(kids[0].0.id, Duration::ZERO).unwrap();
+}

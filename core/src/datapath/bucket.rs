@@ -84,12 +84,16 @@ pub fn dir_config(bytes_per_sec: u64, burst: Option<u64>) -> BwDir {
 
 /// A socket counts as active (and takes a share of the rate) once it moved this
 /// many bytes in an epoch: 1/64 of what the whole cgroup may move in one (~537 ms),
-/// at most 64 KiB, so request/response or control connections do not dilute the
-/// share of bulk flows while slow bulk flows are still counted.
+/// at most [`MAX_ACTIVE_BYTES`], so a control connection that trickles a few bytes
+/// does not dilute the share of bulk flows, while a new bulk flow is counted
+/// within its first round trips (until it is, it may send at the whole rate).
 pub fn active_bytes(bytes_per_sec: u64) -> u64 {
     let epoch_ns = 1u128 << 29;
-    ((bytes_per_sec as u128 * epoch_ns / NS_PER_SEC / 64) as u64).clamp(1, 64 * 1024)
+    ((bytes_per_sec as u128 * epoch_ns / NS_PER_SEC / 64) as u64).clamp(1, MAX_ACTIVE_BYTES)
 }
+
+/// Three segments: what a flow starting up moves in its first round trip.
+pub const MAX_ACTIVE_BYTES: u64 = 3 * 1448;
 
 /// Window slack in bytes shared by the receiving sockets of a cgroup (the kernel
 /// adds rate x each socket's RTT).

@@ -50,6 +50,15 @@ pub fn state_with_limit(old: &BwState, cgid: u64, limit: &Limit) -> BwState {
     st.clamp_budget = limit
         .ingress
         .map_or(0, |r| bucket::clamp_budget(r.bytes_per_sec()));
+    // Bytes a socket must move in an epoch to take a share of the rate: without
+    // it every socket with a callback counts, and a control connection beside one
+    // bulk flow halves the flow's share.
+    for (i, rate) in [
+        (abi::DIR_INGRESS, limit.ingress),
+        (abi::DIR_EGRESS, limit.egress),
+    ] {
+        st.active_bytes[i] = rate.map_or(0, |r| bucket::active_bytes(r.bytes_per_sec()));
+    }
     st.flags = limit.flags;
     st.abi = abi::ABI_VERSION;
     // A non-zero cgid is what tells the programs the value is configured.
@@ -167,6 +176,12 @@ mod tests {
         assert_eq!(st.dir[abi::DIR_EGRESS].rate, 0, "unlimited direction");
         assert_eq!(st.dir[abi::DIR_EGRESS].bytes, 9);
         assert!(st.clamp_budget > 0);
+        assert_eq!(
+            st.active_bytes[abi::DIR_INGRESS],
+            bucket::active_bytes(1_250_000),
+            "a socket must move this much to take a share"
+        );
+        assert_eq!(st.active_bytes[abi::DIR_EGRESS], 0);
     }
 
     #[test]
