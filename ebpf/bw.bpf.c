@@ -74,6 +74,14 @@ struct {
 	__type(value, struct bw_sock);
 } bw_sock SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct bw_dst_key);
+	__type(value, struct bw_dst);
+} bw_dst SEC(".maps");
+
 /* Not preallocated: a node pays kernel memory for the limits it has, not for the
  * 65,536 it could have. Only user space touches this map, never per packet. */
 struct {
@@ -469,6 +477,30 @@ static __always_inline __u64 min_nonzero(__u64 a, __u64 b)
 	return a < b ? a : b;
 }
 
+/* Sets the socket's SO_MAX_PACING_RATE to the smallest share any level or
+ * limited destination gives it (lifting it when there is none any more). */
+static __always_inline void set_pacing(struct bpf_sock_ops *skops, struct bw_sock *ss,
+				       __u64 *sets)
+{
+	__u64 want64 = min_nonzero(min_nonzero(ss->slot[0].pacing, ss->slot[1].pacing),
+				   ss->dst_pacing);
+	if (!want64 && !ss->pacing_applied)
+		return;
+	/* bpf_setsockopt takes an int here; ~0U means unpaced, which is also what a
+	 * lifted limit (want64 == 0) restores. Rates beyond 34 Gbit/s are left to the
+	 * bucket. */
+	__u32 want = (!want64 || want64 >= 0xffffffffULL) ? 0xffffffffU : (__u32)want64;
+	/* Re-read what the socket has: an application may have raised its own cap. */
+	__u32 have = 0;
+	if (bpf_getsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &have, sizeof(have)))
+		have = 0;
+	if (have != want) {
+		if (!bpf_setsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &want, sizeof(want)))
+			__sync_fetch_and_add(sets, 1);
+	}
+	ss->pacing_applied = want64;
+}
+
 /* Egress: pace this socket at its share of the rate, converted from wire bytes to
  * payload bytes (pacing counts payload; the bucket counts IP bytes per segment). */
 static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_state *s,
@@ -486,22 +518,7 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 		__u64 hdr = seg_header(skops);
 		slot->pacing = share * mss / (mss + hdr);
 	}
-	__u64 want64 = min_nonzero(ss->slot[0].pacing, ss->slot[1].pacing);
-	if (!want64 && !ss->pacing_applied)
-		return;
-	/* bpf_setsockopt takes an int here; ~0U means unpaced, which is also what a
-	 * lifted limit (want64 == 0) restores. Rates beyond 34 Gbit/s are left to the
-	 * bucket. */
-	__u32 want = (!want64 || want64 >= 0xffffffffULL) ? 0xffffffffU : (__u32)want64;
-	/* Re-read what the socket has: an application may have raised its own cap. */
-	__u32 have = 0;
-	if (bpf_getsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &have, sizeof(have)))
-		have = 0;
-	if (have != want) {
-		if (!bpf_setsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &want, sizeof(want)))
-			__sync_fetch_and_add(&s->pacing_sets, 1);
-	}
-	ss->pacing_applied = want64;
+	set_pacing(skops, ss, &s->pacing_sets);
 }
 
 /* Ingress: keep at most this socket's share of one bandwidth-delay product in
@@ -605,6 +622,91 @@ int bw_sockops(struct bpf_sock_ops *skops)
 			apply_clamp(skops, s, ss, slot, now);
 		break;
 	}
+	return 1;
+}
+
+/* The remote end of a socket as a bw_dst key (a v4-mapped IPv6 address as IPv4). */
+static __always_inline int dst_key(struct bpf_sock_ops *skops, struct bw_dst_key *k)
+{
+	if (skops->family == 2) {
+		__u32 ip = skops->remote_ip4; /* ctx fields are read by value only */
+		k->family = 2;
+		__builtin_memcpy(k->addr, &ip, 4);
+		return 1;
+	}
+	if (skops->family != AF_INET6)
+		return 0;
+	__u32 a[4] = {skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
+		      skops->remote_ip6[3]};
+	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
+		k->family = 2;
+		__builtin_memcpy(k->addr, &a[3], 4);
+	} else {
+		k->family = AF_INET6;
+		__builtin_memcpy(k->addr, a, 16);
+	}
+	return 1;
+}
+
+/*
+ * Local senders toward a limited destination (attached to the cgroup that holds
+ * the node's senders, not to the workload): pace each sending socket at its share
+ * of the destination's ingress rate, shared among the sockets sending to it. The
+ * receiver's ACK gate stays as the backstop for senders this does not see.
+ */
+SEC("sockops")
+int bw_senders(struct bpf_sock_ops *skops)
+{
+	__u32 op = skops->op;
+
+	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_RTT_CB)
+		return 1;
+	struct bpf_sock *sk = skops->sk;
+	if (!sk)
+		return 1;
+	struct bw_dst_key k = {};
+	if (!dst_key(skops, &k))
+		return 1;
+	struct bw_dst *d = bpf_map_lookup_elem(&bw_dst, &k);
+	if (!d || !d->rate) {
+		/* Not (or no longer) limited: give back a pace set earlier. */
+		struct bw_sock *old = bpf_sk_storage_get(&bw_sock, sk, 0, 0);
+		if (old && old->dst_pacing) {
+			old->dst_pacing = 0;
+			__u64 ignored = 0;
+			set_pacing(skops, old, &ignored);
+		}
+		return 1;
+	}
+	struct bw_sock *ss = bpf_sk_storage_get(&bw_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ss)
+		return 1;
+	if (op != BPF_SOCK_OPS_RTT_CB)
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+						 BPF_SOCK_OPS_RTT_CB_FLAG);
+
+	__u64 e = clock_coarse() >> BW_EPOCH_SHIFT;
+	__u64 de = d->epoch;
+	if (de != e && __sync_val_compare_and_swap(&d->epoch, de, e) == de) {
+		d->active[e & 1] = 0;
+		if (e != de + 1)
+			d->active[(e + 1) & 1] = 0;
+	}
+	__u64 acked = skops->bytes_acked;
+	if (ss->dst_epoch_seen != e && acked - ss->dst_progress >= 3 * 1448) {
+		ss->dst_epoch_seen = e;
+		ss->dst_progress = acked;
+		__sync_fetch_and_add(&d->active[e & 1], 1);
+	}
+	__u32 cur = d->active[e & 1];
+	__u32 prev = d->active[(e + 1) & 1];
+	__u32 n = cur > prev ? cur : prev;
+	if (!n)
+		n = 1;
+	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	ss->dst_pacing = d->rate / n * mss / (mss + seg_header(skops));
+	set_pacing(skops, ss, &d->pacing_sets);
 	return 1;
 }
 

@@ -114,6 +114,32 @@ struct bw_sock {
 	__u64 pacing_applied;
 	__u32 clamp_applied;
 	__u32 pad0;
+	/* As a local sender to a destination whose ingress is limited (bw_dst): its
+	 * share of that limit, bytes/s of payload (0 = none), and its epoch counting. */
+	__u64 dst_pacing;
+	__u64 dst_epoch_seen;
+	__u64 dst_progress;
+};
+
+/*
+ * Sender-side ingress for local senders: the addresses of workloads whose
+ * ingress is limited, so that a socket on this node sending to one is paced at
+ * its share of that limit and never needs the receiver's ACK gate. Written by
+ * user space with the limit; read by bw_senders, attached to the cgroup that holds
+ * the node's senders.
+ */
+struct bw_dst_key {
+	__u32 family; /* AF_INET (2) or AF_INET6 (10) */
+	__u32 pad0;
+	__u8 addr[16]; /* network order; IPv4 in the first four bytes */
+};
+
+struct bw_dst {
+	__u64 cgid;        /* the receiving limit's cgroup id */
+	__u64 rate;        /* its ingress rate, bytes/s counted as IP bytes per segment */
+	__u64 epoch;       /* active-sender epoch (ns >> BW_EPOCH_SHIFT) */
+	__u32 active[2];   /* [epoch & 1]: local sockets seen sending to it */
+	__u64 pacing_sets; /* SO_MAX_PACING_RATE changes made for it */
 };
 
 /*

@@ -209,29 +209,9 @@ impl Testbed {
     /// A command that will run in the workload's namespace and in `cgroup` (for
     /// example a child cgroup standing in for one container of a pod).
     pub fn command_in(&self, cgroup: &std::path::Path, program: &str) -> io::Result<Command> {
-        let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
-            .map_err(io::Error::other)?;
         let ns = std::fs::File::open(format!("/var/run/netns/{}", self.ns))?;
         let mut cmd = Command::new(program);
-        // SAFETY: only async-signal-safe calls (open, write, close, setns) on data
-        // prepared before fork; the File is kept alive by the closure.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if !ok {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        enter_on_exec(&mut cmd, cgroup, Some(ns))?;
         Ok(cmd)
     }
 
@@ -353,6 +333,9 @@ pub struct Iperf3 {
     pub congestion: Option<String>,
     /// Report interval in seconds (iperf3 -i; 0.1 is its smallest).
     pub interval: Option<f64>,
+    /// Run the client in this cgroup (still in the root namespace): a sender on
+    /// this node that the senders' program can see.
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -381,13 +364,18 @@ impl Iperf3 {
             reverse: false,
             congestion: None,
             interval: None,
+            cgroup: None,
         }
     }
 
-    /// Runs the client in the root namespace and parses its JSON report.
+    /// Runs the client in the root namespace (in `cgroup` if set) and parses its
+    /// JSON report.
     pub fn run(&self) -> io::Result<Iperf3Result> {
         need("iperf3", "iperf3")?;
         let mut cmd = Command::new("iperf3");
+        if let Some(cg) = &self.cgroup {
+            enter_on_exec(&mut cmd, cg, None)?;
+        }
         cmd.args([
             "-c",
             &self.target.to_string(),
@@ -428,6 +416,39 @@ impl Iperf3 {
         }
         Ok(r)
     }
+}
+
+/// Makes `cmd`'s process join `cgroup` (and the network namespace `ns`, if given)
+/// between fork and exec.
+fn enter_on_exec(
+    cmd: &mut Command,
+    cgroup: &std::path::Path,
+    ns: Option<std::fs::File>,
+) -> io::Result<()> {
+    let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_encoded_bytes())
+        .map_err(io::Error::other)?;
+    // SAFETY: only async-signal-safe calls (open, write, close, setns) on data
+    // prepared before fork; the File is kept alive by the closure.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if !ok {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(ns) = &ns {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Extracts what we need from `iperf3 -J` output.

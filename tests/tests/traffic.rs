@@ -323,3 +323,59 @@ fn a_capped_container_gives_its_unused_share_of_the_pod_back() {
     }
     e.dp.unlimit(kids[0].0.id, Duration::ZERO).unwrap();
 }
+
+/// Local senders need no gate: a sender on this node (in a cgroup the senders'
+/// program is attached to) is paced at the receiving workload's ingress limit, so
+/// the limit holds without the ACK gate and its spurious retransmissions. The same
+/// transfer from an unpaced sender is measured for comparison.
+#[test]
+fn a_local_sender_is_paced_at_the_receivers_ingress_limit() {
+    let Some((_g, e)) = env("send") else { return };
+    let cgfs = CgroupFs::detect().unwrap();
+    let scope_rel = format!("/nri-bandwidth-test/senders-{}", std::process::id());
+    let scope_dir = cgfs.create(&scope_rel).unwrap();
+    let scope = cgfs.cgroup(scope_dir.clone()).unwrap();
+    let id = limit(&e, Some("20M"), None);
+    let target = e.tb.peer_v4;
+    let run = |paced: bool| {
+        let mut c = Iperf3::new(target, PORT);
+        c.seconds = 4;
+        c.cgroup = paced.then(|| scope_dir.clone());
+        c.run().expect("iperf3")
+    };
+    let gated = run(false);
+    e.dp.set_destinations(
+        id,
+        &[target],
+        Some(Rate::parse("20M").unwrap().bytes_per_sec()),
+    )
+    .unwrap();
+    e.dp.attach_senders(&scope).unwrap();
+    let paced = run(true);
+    let pkts =
+        |r: &nri_bandwidth_testkit::testbed::Iperf3Result| r.received_bps * 4.0 / 8.0 / 1448.0;
+    eprintln!(
+        "gate only: {} retr {}; paced sender: {} retr {}",
+        human_bps(gated.received_bps),
+        gated.retransmits,
+        human_bps(paced.received_bps),
+        paced.retransmits
+    );
+    assert_near("paced local sender", paced.received_bps, 20e6);
+    assert!(
+        (paced.retransmits as f64) < 0.005 * pkts(&paced),
+        "a paced sender should not need probes: {} retransmissions",
+        paced.retransmits
+    );
+    // Unlimiting takes the destination away and gives the sender its pace back.
+    assert!(e.dp.unlimit(id, Duration::ZERO).unwrap());
+    assert!(e.dp.destinations().unwrap().is_empty());
+    let free = run(true);
+    assert!(
+        free.received_bps > 100e6,
+        "still paced: {}",
+        human_bps(free.received_bps)
+    );
+    assert!(e.dp.detach_senders(scope.id).unwrap());
+    let _ = std::fs::remove_dir(&scope_dir);
+}

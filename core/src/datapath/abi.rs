@@ -40,12 +40,20 @@ pub const ABI_VERSION: u32 = ffi::BW_ABI_VERSION;
 pub const PROG_INGRESS: &str = "bw_ingress";
 pub const PROG_EGRESS: &str = "bw_egress";
 pub const PROG_SOCKOPS: &str = "bw_sockops";
+/// Paces local senders toward limited destinations; attached to a senders' cgroup.
+pub const PROG_SENDERS: &str = "bw_senders";
+pub const PIN_SENDERS: &str = "prog_senders";
 
 /// Pins of the maps user space reads and writes, below the ABI directory.
 pub const PIN_STATE: &str = "map_state";
 pub const PIN_META: &str = "map_meta";
 /// (map name in the object, pin name)
-pub const PINNED_MAPS: [(&str, &str); 2] = [("bw_state", PIN_STATE), ("bw_meta", PIN_META)];
+pub const PIN_DST: &str = "map_dst";
+pub const PINNED_MAPS: [(&str, &str); 3] = [
+    ("bw_state", PIN_STATE),
+    ("bw_meta", PIN_META),
+    ("bw_dst", PIN_DST),
+];
 
 // The header's numbers are plain `#define`s, so bindgen types them u32; indices and
 // array lengths are usize on this side.
@@ -88,6 +96,9 @@ pub type BwState = ffi::bw_state;
 pub type BwMeta = ffi::bw_meta;
 /// `struct bw_sock`: per-socket state (sk storage), only read by tests.
 pub type BwSock = ffi::bw_sock;
+/// `struct bw_dst_key` / `struct bw_dst`: a destination whose ingress is limited.
+pub type BwDstKey = ffi::bw_dst_key;
+pub type BwDst = ffi::bw_dst;
 
 // SAFETY: plain-old-data structs of integers and byte arrays, no padding the C side
 // leaves uninitialised (explicit pad fields), valid for any bit pattern.
@@ -95,6 +106,8 @@ unsafe impl aya::Pod for BwDir {}
 unsafe impl aya::Pod for BwState {}
 unsafe impl aya::Pod for BwMeta {}
 unsafe impl aya::Pod for BwSock {}
+unsafe impl aya::Pod for BwDstKey {}
+unsafe impl aya::Pod for BwDst {}
 
 /// Copies `s` into a fixed, NUL-terminated C string field, truncating on a char
 /// boundary when it does not fit.
@@ -149,7 +162,7 @@ mod tests {
     /// object defines: a renamed program or map fails here, not at load time.
     #[test]
     fn object_defines_exactly_the_named_programs_and_maps() {
-        let mut progs = vec![PROG_EGRESS, PROG_INGRESS, PROG_SOCKOPS];
+        let mut progs = vec![PROG_EGRESS, PROG_INGRESS, PROG_SENDERS, PROG_SOCKOPS];
         progs.sort();
         assert_eq!(object::production::PROGRAMS, progs.as_slice());
         let mut maps: Vec<&str> = object::production::MAPS.iter().map(|m| m.0).collect();

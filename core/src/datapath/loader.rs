@@ -22,26 +22,28 @@ pub fn load_and_pin(dir: &Path) -> Result<(), DatapathError> {
         let mut ebpf = EbpfLoader::new()
             .load(abi::BPF_OBJECT)
             .map_err(|e| load_error(format!("{e:#}")))?;
-        for p in PROGS {
+        let senders = (abi::PROG_SENDERS, abi::PIN_SENDERS, true);
+        let all = PROGS.iter().map(|p| (p.name, p.pin, p.sockops));
+        for (name, pin, sockops) in all.chain([senders]) {
             let prog = ebpf
-                .program_mut(p.name)
-                .ok_or_else(|| load_error(format!("program {} missing", p.name)))?;
-            let pin = tmp.join(p.pin);
+                .program_mut(name)
+                .ok_or_else(|| load_error(format!("program {} missing", name)))?;
+            let pin = tmp.join(pin);
             // Loading needs the typed program; pinning works on any.
-            let loaded = if p.sockops {
+            let loaded = if sockops {
                 let t: &mut SockOps = (&mut *prog)
                     .try_into()
-                    .map_err(|e| load_error(format!("{}: {e}", p.name)))?;
+                    .map_err(|e| load_error(format!("{}: {e}", name)))?;
                 t.load()
             } else {
                 let t: &mut CgroupSkb = (&mut *prog)
                     .try_into()
-                    .map_err(|e| load_error(format!("{}: {e}", p.name)))?;
+                    .map_err(|e| load_error(format!("{}: {e}", name)))?;
                 t.load()
             };
-            loaded.map_err(|e| load_error(format!("{}: {}", p.name, verifier_detail(&e))))?;
+            loaded.map_err(|e| load_error(format!("{}: {}", name, verifier_detail(&e))))?;
             prog.pin(&pin)
-                .map_err(|e| load_error(format!("pinning {}: {e}", p.name)))?;
+                .map_err(|e| load_error(format!("pinning {}: {e}", name)))?;
         }
         for (map, pin) in abi::PINNED_MAPS {
             let m = ebpf

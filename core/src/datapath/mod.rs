@@ -21,6 +21,7 @@
 //! | `links` | the three programs and their pinned cgroup links |
 //! | `loader` | loading the object and pinning it |
 //! | `pins` | the pin root: bpffs, lock, per-ABI directory |
+//! | `senders` | local senders paced toward limited destinations |
 //! | `sys` | the bpf(2) commands aya does not expose for pinned objects |
 
 pub mod abi;
@@ -29,6 +30,7 @@ pub mod codec;
 pub mod links;
 mod loader;
 pub mod pins;
+pub mod senders;
 pub mod sys;
 
 use std::io;
@@ -143,6 +145,7 @@ pub struct Datapath {
     progs: Vec<OwnedFd>,
     state: OwnedFd,
     meta: OwnedFd,
+    dst: OwnedFd,
     root: PathBuf,
     /// Inode of the `map_meta` pin when opened: a different one means the datapath
     /// was purged and loaded again under us (see [`Datapath::is_current`]).
@@ -205,6 +208,7 @@ impl Datapath {
         Ok(Self {
             state: get(abi::PIN_STATE)?,
             meta: get(abi::PIN_META)?,
+            dst: get(abi::PIN_DST)?,
             progs,
             meta_ino: pin_ino(&dir),
             dir,
@@ -241,6 +245,10 @@ impl Datapath {
 
     fn lock(&self) -> Result<std::fs::File> {
         lock(&self.root, self.lock_wait)
+    }
+
+    fn dst_map(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.dst.as_fd()
     }
 
     /// The directory holding this ABI's pins.
@@ -368,6 +376,7 @@ impl Datapath {
             return Ok(false);
         }
         links::detach_all(&links).map_err(io_err("unpinning", &links))?;
+        self.set_destinations(cgid, &[], None)?;
         sys::map_delete(self.meta.as_fd(), &cgid.to_ne_bytes())
             .map_err(id_err("deleting meta of", cgid))?;
         Ok(true)
@@ -437,6 +446,9 @@ impl Datapath {
                 path: self.dir.clone(),
                 err: io::Error::from(io::ErrorKind::ResourceBusy),
             });
+        }
+        for scope in self.senders_scopes() {
+            self.detach_senders(scope)?;
         }
         let dir = self.dir.clone();
         drop(self);

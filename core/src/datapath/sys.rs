@@ -316,6 +316,27 @@ pub fn map_keys_u64(map: BorrowedFd<'_>) -> io::Result<Vec<u64>> {
     }
 }
 
+/// All keys of a map whose keys are `key_len` bytes (checked against the map).
+pub fn map_keys_raw(map: BorrowedFd<'_>, key_len: usize) -> io::Result<Vec<Vec<u8>>> {
+    map_info(map)?.check((key_len, "the key size expected"), None)?;
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut next = vec![0u8; key_len];
+        let mut a = bpf_attr::default();
+        a.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+        a.__bindgen_anon_2.key = keys.last().map_or(0, |k| k.as_ptr() as u64);
+        a.__bindgen_anon_2.__bindgen_anon_1.next_key = next.as_mut_ptr() as u64;
+        match sys_bpf(uapi::BPF_MAP_GET_NEXT_KEY, &mut a) {
+            Ok(_) => keys.push(next),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+            Err(e) => return Err(e),
+        }
+        if keys.len() > 1 << 20 {
+            return Err(io::Error::other("map iteration did not terminate"));
+        }
+    }
+}
+
 /// What the kernel reports about a cgroup link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkInfo {

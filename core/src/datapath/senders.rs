@@ -1,0 +1,204 @@
+//! Sender-side ingress for local senders: the addresses of limited workloads
+//! (`map_dst`, keyed by address, with the receiving limit's rate) and the
+//! attachment of `bw_senders` to the cgroup(s) holding the node's senders, so a
+//! socket on this node sending to a limited workload is paced at its share of that
+//! workload's ingress and the receiver's ACK gate is left for senders elsewhere.
+//!
+//! Pins: `map_dst`, `prog_senders`, `senders/<cgroup id>/sockops` (one link per
+//! senders' cgroup).
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::Cgroup;
+use crate::datapath::abi::{self, BwDst, BwDstKey};
+use crate::datapath::sys::{self, AttachType};
+use crate::datapath::{Datapath, DatapathError, io_err};
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+/// The map key of an address (a v4-mapped IPv6 address as IPv4, as the kernel
+/// side looks it up).
+pub fn key_of(ip: IpAddr) -> BwDstKey {
+    let mut k = BwDstKey::default();
+    match ip {
+        IpAddr::V4(v4) => {
+            k.family = AF_INET;
+            k.addr[..4].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => return key_of(IpAddr::V4(v4)),
+            None => {
+                k.family = AF_INET6;
+                k.addr.copy_from_slice(&v6.octets());
+            }
+        },
+    }
+    k
+}
+
+/// The address of a map key.
+pub fn ip_of(k: &BwDstKey) -> Option<IpAddr> {
+    match k.family {
+        AF_INET => Some(IpAddr::from(<[u8; 4]>::try_from(&k.addr[..4]).ok()?)),
+        AF_INET6 => Some(IpAddr::from(k.addr)),
+        _ => None,
+    }
+}
+
+fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
+    // SAFETY: T is Pod: reading its bytes is sound.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn from_bytes<T: aya::Pod + Default>(b: &[u8]) -> T {
+    let mut v = T::default();
+    let n = b.len().min(std::mem::size_of::<T>());
+    // SAFETY: T is Pod (any bit pattern valid); at most size_of::<T>() bytes copied.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut v as *mut T).cast::<u8>(), n) };
+    v
+}
+
+impl Datapath {
+    fn senders_dir(&self, cgid: u64) -> PathBuf {
+        self.pin_dir().join("senders").join(cgid.to_string())
+    }
+
+    /// Every destination and the cgroup id of the limit it belongs to.
+    pub fn destinations(&self) -> Result<Vec<(IpAddr, u64)>, DatapathError> {
+        let map = self.dst_map();
+        let keys = sys::map_keys_raw(map, std::mem::size_of::<BwDstKey>())
+            .map_err(io_err("listing", &self.pin_dir().join(abi::PIN_DST)))?;
+        let mut out = Vec::new();
+        for kb in keys {
+            let k: BwDstKey = from_bytes(&kb);
+            let mut vb = vec![0u8; std::mem::size_of::<BwDst>()];
+            let found = sys::map_lookup(map, &kb, &mut vb)
+                .map_err(io_err("reading", &self.pin_dir().join(abi::PIN_DST)))?;
+            if let (true, Some(ip)) = (found, ip_of(&k)) {
+                out.push((ip, from_bytes::<BwDst>(&vb).cgid));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `addrs` the addresses of the limited cgroup `cgid`, whose ingress is
+    /// `ingress_bytes_per_sec` (None or an empty list: it has none). An address
+    /// that belonged to another cgroup moves to this one (a reused pod IP).
+    pub fn set_destinations(
+        &self,
+        cgid: u64,
+        addrs: &[IpAddr],
+        ingress_bytes_per_sec: Option<u64>,
+    ) -> Result<(), DatapathError> {
+        let pin = self.pin_dir().join(abi::PIN_DST);
+        let map = self.dst_map();
+        let wanted: Vec<IpAddr> = match ingress_bytes_per_sec {
+            Some(_) => addrs.to_vec(),
+            None => Vec::new(),
+        };
+        for (ip, owner) in self.destinations()? {
+            if owner == cgid && !wanted.contains(&ip) {
+                sys::map_delete(map, bytes(&key_of(ip))).map_err(io_err("deleting from", &pin))?;
+            }
+        }
+        if let Some(rate) = ingress_bytes_per_sec {
+            for ip in wanted {
+                let mut v = BwDst {
+                    cgid,
+                    rate,
+                    ..BwDst::default()
+                };
+                // Keep the sender counting of an entry that is only updated.
+                let mut old = vec![0u8; std::mem::size_of::<BwDst>()];
+                if sys::map_lookup(map, bytes(&key_of(ip)), &mut old)
+                    .map_err(io_err("reading", &pin))?
+                {
+                    let o: BwDst = from_bytes(&old);
+                    v.epoch = o.epoch;
+                    v.active = o.active;
+                    v.pacing_sets = o.pacing_sets;
+                }
+                sys::map_update(map, bytes(&key_of(ip)), bytes(&v), sys::BPF_ANY)
+                    .map_err(io_err("writing", &pin))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `bw_senders` to `scope` (the cgroup holding the node's senders, the
+    /// cgroup v2 root on a node), pinned so it outlives this process.
+    pub fn attach_senders(&self, scope: &Cgroup) -> Result<(), DatapathError> {
+        let dir = self.senders_dir(scope.id);
+        let pin = dir.join("sockops");
+        if pin.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let prog = sys::obj_get(&self.pin_dir().join(abi::PIN_SENDERS)).map_err(io_err(
+            "opening pinned",
+            &self.pin_dir().join(abi::PIN_SENDERS),
+        ))?;
+        let cg = sys::open_dir(&scope.dir).map_err(io_err("opening cgroup", &scope.dir))?;
+        let link = sys::link_create(prog.as_fd(), cg.as_fd(), AttachType::CgroupSockOps)
+            .map_err(io_err("attaching the senders' program to", &scope.dir))?;
+        sys::obj_pin(link.as_fd(), &pin).map_err(io_err("pinning link", &pin))
+    }
+
+    /// Detaches `bw_senders` from the cgroup with id `cgid`; false when it was not.
+    pub fn detach_senders(&self, cgid: u64) -> Result<bool, DatapathError> {
+        let dir = self.senders_dir(cgid);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        detach_dir(&dir).map_err(io_err("unpinning", &dir))?;
+        Ok(true)
+    }
+
+    /// The cgroup ids `bw_senders` is attached to.
+    pub fn senders_scopes(&self) -> Vec<u64> {
+        std::fs::read_dir(self.pin_dir().join("senders"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn detach_dir(dir: &Path) -> io::Result<()> {
+    let pin = dir.join("sockops");
+    if let Ok(fd) = sys::obj_get(&pin) {
+        let _ = sys::link_detach(fd.as_fd());
+    }
+    match std::fs::remove_file(&pin) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::remove_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_v4_mapped_is_v4() {
+        for ip in ["10.1.2.3", "fd00::7", "::ffff:10.1.2.3"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let k = key_of(ip);
+            let back = ip_of(&k).unwrap();
+            match ip {
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+                    assert_eq!(back, IpAddr::V4(v6.to_ipv4_mapped().unwrap()));
+                    assert_eq!(k.family, AF_INET);
+                }
+                _ => assert_eq!(back, ip),
+            }
+        }
+    }
+}
