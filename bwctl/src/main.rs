@@ -37,6 +37,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum SendersOp {
+    Attach {
+        #[arg(long)]
+        cgroup: String,
+    },
+    Detach {
+        #[arg(long)]
+        cgroup: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Limit a cgroup (or change its limit in place).
     Limit {
@@ -53,6 +65,10 @@ enum Cmd {
         /// Bucket size in bytes (64Ki, 1Mi); default 20 ms of the rate, at least 68 KiB.
         #[arg(long, value_parser = parse_size)]
         burst: Option<ByteSize>,
+        /// The workload's address (repeatable): senders on this node toward it are
+        /// paced at its ingress limit where `bwctl senders attach` reaches them.
+        #[arg(long = "ip", value_name = "ADDRESS")]
+        ips: Vec<std::net::IpAddr>,
         /// Ablation switches for experiments: police ingress without withholding ACKs.
         #[arg(long, hide = true)]
         no_ack_gate: bool,
@@ -60,6 +76,12 @@ enum Cmd {
         no_pacing: bool,
         #[arg(long, hide = true)]
         no_clamp: bool,
+    },
+    /// Pace this node's senders toward limited workloads: attach (or detach) the
+    /// senders' program on the cgroup holding them (the cgroup v2 root on a node).
+    Senders {
+        #[command(subcommand)]
+        op: SendersOp,
     },
     /// Remove the limit of a cgroup.
     Unlimit {
@@ -152,6 +174,7 @@ fn run(cli: &Cli) -> Result<()> {
             ingress,
             egress,
             burst,
+            ips,
             no_ack_gate,
             no_pacing,
             no_clamp,
@@ -185,6 +208,7 @@ fn run(cli: &Cli) -> Result<()> {
                 ..Owner::default()
             };
             dp.limit(&cg, &limit, &owner)?;
+            dp.set_destinations(cg.id, ips, ingress.map(|r| r.bytes_per_sec()))?;
             println!(
                 "limited {} (cgroup id {}): ingress {}, egress {}",
                 cg.rel,
@@ -192,6 +216,28 @@ fn run(cli: &Cli) -> Result<()> {
                 ingress.map_or("unlimited".into(), |r| r.to_string()),
                 egress.map_or("unlimited".into(), |r| r.to_string())
             );
+            Ok(())
+        }
+        Cmd::Senders { op } => {
+            let cgfs = cgroup_fs(cli)?;
+            match op {
+                SendersOp::Attach { cgroup } => {
+                    let cg = cgfs.lookup(cgroup)?;
+                    Datapath::open(&cli.pin_root)?.attach_senders(&cg)?;
+                    println!("senders in {} are paced toward limited workloads", cg.rel);
+                }
+                SendersOp::Detach { cgroup } => {
+                    let cg = cgfs.lookup(cgroup)?;
+                    let detached = match Datapath::open_existing(&cli.pin_root)? {
+                        Some(dp) => dp.detach_senders(cg.id)?,
+                        None => false,
+                    };
+                    println!(
+                        "{}",
+                        if detached { "detached" } else { "was not attached" }
+                    );
+                }
+            }
             Ok(())
         }
         Cmd::Unlimit {

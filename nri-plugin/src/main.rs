@@ -60,6 +60,11 @@ struct Args {
     pin_root: PathBuf,
     #[arg(long, env = "NRI_BANDWIDTH_CGROUP_ROOT")]
     cgroup_root: Option<PathBuf>,
+    /// Pace senders on this node toward limited pods at the pods' ingress limits:
+    /// attach the senders' program to this cgroup (the cgroup v2 root, `/`, reaches
+    /// every local sender). Off by default.
+    #[arg(long, env = "NRI_BANDWIDTH_SENDER_SCOPE")]
+    sender_scope: Option<String>,
     /// Append logs to this file (launched plugins have no stdout).
     #[arg(long)]
     log_file: Option<PathBuf>,
@@ -121,6 +126,19 @@ fn main() -> Result<()> {
     let dp = Datapath::open(&args.pin_root)
         .context("loading the datapath")?
         .with_lock_wait(LOCK_WAIT);
+    match &args.sender_scope {
+        Some(scope) => {
+            let cg = cgfs
+                .lookup(scope)
+                .with_context(|| format!("--sender-scope {scope}"))?;
+            dp.attach_senders(&cg)
+                .with_context(|| format!("pacing the senders in {}", cg.rel))?;
+            log::info!("senders in {} are paced toward limited pods", cg.rel);
+        }
+        None => log::info!(
+            "senders toward limited pods are not paced (no --sender-scope); the receivers' ACK gate holds their ingress"
+        ),
+    }
     let plugin = Arc::new(BandwidthPlugin::new(NodeStore::new(dp, cgfs), cfg.policy()));
     let metrics = Arc::new(Metrics::default());
     let transport = match launched_fd {

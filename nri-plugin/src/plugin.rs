@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use nri_bandwidth_core::annotations::{self, BadAnnotation, Requested};
 use nri_bandwidth_core::cgroup::{Cgroup, CgroupError};
-use nri_bandwidth_core::model::{Owner, Source};
+use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_core::policy::{Policy, Verdict};
 use nri_bandwidth_core::store::{Store, StoreError};
 
@@ -126,6 +126,8 @@ impl<S: Store> BandwidthPlugin<S> {
         Ok(cg)
     }
 
+    /// Applies what `req` asks on the cgroup `cgroup` names; returns the cgroup and
+    /// limit when one was set.
     fn apply(
         &self,
         what: &str,
@@ -133,14 +135,14 @@ impl<S: Store> BandwidthPlugin<S> {
         pod: Option<&PodSandbox>,
         req: Requested,
         owner: Owner,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<(Cgroup, Limit)>, Refusal> {
         self.judge(what, &req.bad)?;
         let Some(limit) = req.limit else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(spec) = cgroup else {
             log::warn!("{what} asks for a bandwidth limit but the runtime gave no cgroup path");
-            return Ok(());
+            return Ok(None);
         };
         let applied = self
             .target(&spec, pod)
@@ -153,9 +155,9 @@ impl<S: Store> BandwidthPlugin<S> {
                     cg.id,
                     limit.describe()
                 );
-                Ok(())
+                Ok(Some((cg, limit)))
             }
-            Err(e) => enforce(self.policy().on_failure(what, &e)),
+            Err(e) => enforce(self.policy().on_failure(what, &e)).map(|()| None),
         }
     }
 
@@ -190,6 +192,7 @@ impl<S: Store> BandwidthPlugin<S> {
             req,
             owner(pod, Some(c)),
         )
+        .map(|_| ())
     }
 }
 
@@ -201,13 +204,22 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
     /// Pod limit, on the pod's cgroup (shared by all its containers).
     fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), Refusal> {
         let what = describe(pod, None);
-        self.apply(
+        let applied = self.apply(
             &what,
             pod_cgroup(pod),
             None,
             annotations::pod(&pod.annotations),
             owner(pod, None),
-        )
+        )?;
+        // Senders on this node toward the pod's addresses are paced at its ingress
+        // limit where the senders' program reaches them; the gate stays for the rest.
+        if let Some((cg, limit)) = applied {
+            let ips: Vec<std::net::IpAddr> = pod.ips.iter().filter_map(|a| a.parse().ok()).collect();
+            if let Err(e) = self.store.set_addresses(&cg, &ips, limit.ingress) {
+                log::warn!("{what}: senders on this node are not paced toward it: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Validation only: the container's cgroup does not exist yet, but in strict
@@ -292,7 +304,6 @@ mod tests {
     use super::*;
     use crate::nri::sync::SyncCollector;
     use crate::nri::testing::{container, pod};
-    use nri_bandwidth_core::model::Limit;
     use nri_bandwidth_core::store::fake::FakeStore;
 
     fn handler() -> BandwidthPlugin<FakeStore> {
@@ -479,5 +490,19 @@ mod tests {
         c.linux.as_mut().unwrap().cgroups_path = "/kp/other/web".into();
         let e = h.start_container(&p, &c).unwrap_err().0;
         assert!(e.contains("not below its pod's cgroup"), "{e}");
+    }
+
+    #[test]
+    fn a_pods_addresses_go_with_its_ingress_limit() {
+        let h = handler();
+        let mut p = pod("u7", "/kp/u7", &[(annotations::K8S_INGRESS, "10M")]);
+        p.ips = vec!["10.88.0.7".into(), "fd00::7".into(), "not an address".into()];
+        h.run_pod_sandbox(&p).unwrap();
+        let got: Vec<String> = h.store.addresses("/kp/u7").iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["10.88.0.7", "fd00::7"]);
+        let mut q = pod("u8", "/kp/u8", &[(annotations::K8S_EGRESS, "10M")]);
+        q.ips = vec!["10.88.0.8".into()];
+        h.run_pod_sandbox(&q).unwrap();
+        assert!(h.store.addresses("/kp/u8").is_empty(), "no ingress limit, no pacing");
     }
 }

@@ -21,6 +21,8 @@ pub struct FakeStore {
     fail: Mutex<Option<String>>,
     /// Paths containing any of these do not exist (yet).
     missing: Mutex<Vec<String>>,
+    /// cgroup path → the addresses given for it.
+    addresses: Mutex<BTreeMap<String, Vec<std::net::IpAddr>>>,
 }
 
 impl FakeStore {
@@ -52,6 +54,16 @@ impl FakeStore {
                 )
             })
             .collect()
+    }
+
+    /// The addresses recorded for `path` (empty when none).
+    pub fn addresses(&self, path: &str) -> Vec<std::net::IpAddr> {
+        self.addresses
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The limit and owner recorded for `path`.
@@ -123,6 +135,20 @@ impl Store for FakeStore {
             cgroup.rel.clone(),
             (cgroup.id, limit.clone(), owner.clone()),
         );
+        Ok(())
+    }
+
+    fn set_addresses(
+        &self,
+        cgroup: &Cgroup,
+        addrs: &[std::net::IpAddr],
+        ingress: Option<crate::rate::Rate>,
+    ) -> Result<(), StoreError> {
+        let addrs = if ingress.is_some() { addrs.to_vec() } else { Vec::new() };
+        self.addresses
+            .lock()
+            .unwrap()
+            .insert(cgroup.rel.clone(), addrs);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub use node::NodeStore;
 use crate::cgroup::{Cgroup, CgroupError};
 use crate::datapath::DatapathError;
 use crate::model::{Entry, Limit, Owner};
+use crate::rate::Rate;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,17 @@ pub trait Store: Send + Sync + 'static {
     fn entries(&self) -> Result<Vec<Entry>, StoreError>;
     /// Who owns each limit, by cgroup id (cheaper than `entries`).
     fn owners(&self) -> Result<Vec<(u64, Owner)>, StoreError>;
+
+    /// The workload's addresses, so that senders on this node toward them are paced
+    /// at its ingress limit (`datapath::senders`); `None` ingress: no pacing.
+    fn set_addresses(
+        &self,
+        _cgroup: &Cgroup,
+        _addrs: &[std::net::IpAddr],
+        _ingress: Option<Rate>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Removes every limit whose owner matches; each front end removes only what
     /// its own source set.

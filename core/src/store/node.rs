@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cgroup::{Cgroup, CgroupFs};
 use crate::datapath::{Datapath, DatapathError};
 use crate::model::{Entry, Limit, Owner};
+use crate::rate::Rate;
 use crate::store::{Store, StoreError};
 
 pub struct NodeStore {
@@ -62,6 +63,16 @@ impl Store for NodeStore {
 
     fn apply(&self, cgroup: &Cgroup, limit: &Limit, owner: &Owner) -> Result<(), StoreError> {
         Ok(self.dp()?.limit(cgroup, limit, owner)?)
+    }
+
+    fn set_addresses(
+        &self,
+        cgroup: &Cgroup,
+        addrs: &[std::net::IpAddr],
+        ingress: Option<Rate>,
+    ) -> Result<(), StoreError> {
+        let rate = ingress.map(|r| r.bytes_per_sec());
+        Ok(self.dp()?.set_destinations(cgroup.id, addrs, rate)?)
     }
 
     fn remove(&self, cgroup_id: u64) -> Result<bool, StoreError> {

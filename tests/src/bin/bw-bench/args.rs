@@ -81,6 +81,11 @@ pub struct Args {
     /// TCP port of the iperf3 server in the workload.
     #[arg(long, default_value_t = 5311)]
     pub port: u16,
+    /// The same-node scenario: the client runs in a cgroup of its own that the
+    /// senders' program is attached to, so for our ingress limit the sender is
+    /// paced toward the workload (the receiver's gate stays as backstop).
+    #[arg(long)]
+    pub local_senders: bool,
 }
 
 impl Args {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use nri_bandwidth_core::cgroup::CgroupFs;
+use nri_bandwidth_core::cgroup::{Cgroup, CgroupFs};
 use nri_bandwidth_core::datapath::bucket;
 use nri_bandwidth_core::datapath::{self as limiter, Datapath};
 use nri_bandwidth_core::model::{Limit, Owner, Source};
@@ -80,6 +80,16 @@ pub struct Bench<'a> {
     delay_ms: f64,
     target: IpAddr,
     port: u16,
+    /// With --local-senders: the client's own cgroup, where the senders' program goes.
+    senders: Option<Cgroup>,
+}
+
+impl Drop for Bench<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = &self.senders {
+            let _ = std::fs::remove_dir(&s.dir);
+        }
+    }
 }
 
 impl<'a> Bench<'a> {
@@ -96,6 +106,13 @@ impl<'a> Bench<'a> {
             "testbed: netns {} ({target}), host side {}, cgroup {}, one-way delay {delay_ms} ms",
             tb.ns, tb.host_if, tb.cgroup_rel
         );
+        let senders = if a.local_senders {
+            let rel = format!("/nri-bandwidth-test/bench-senders-{}", std::process::id());
+            let dir = cgfs.create(&rel).context("creating the senders' cgroup")?;
+            Some(cgfs.cgroup(dir)?)
+        } else {
+            None
+        };
         let mut b = Bench {
             a,
             tb,
@@ -103,6 +120,7 @@ impl<'a> Bench<'a> {
             delay_ms,
             target,
             port: a.port,
+            senders,
         };
         b.start_line()?;
         b.tb.start_iperf3_server(b.port)
@@ -163,6 +181,7 @@ impl Bench<'_> {
         c.reverse = dir == Dir::Egress;
         c.congestion = Some(cc.to_string());
         c.interval = Some(0.1);
+        c.cgroup = self.senders.as_ref().map(|s| s.dir.clone());
 
         // iperf3 runs omit + seconds; ping from omit + 0.5 s until 0.5 s before the end.
         let done = Arc::new(AtomicBool::new(false));
@@ -263,6 +282,14 @@ impl Bench<'_> {
             cgid,
             done: false,
         };
+        if let (Some(scope), Some(r)) = (&self.senders, limit.ingress) {
+            let paced = dp
+                .attach_senders(scope)
+                .and_then(|()| dp.set_destinations(cgid, &[self.target], Some(r.bytes_per_sec())));
+            if let Err(e) = paced {
+                return Run::failed("ours", format!("pacing the local sender: {e}"));
+            }
+        }
         // The kernel keeps a cgroup's counters across unlimit/limit: report the delta.
         let before = dp.entry(cgid).ok().flatten().map(|e| counters(&e, dir));
         let mut run = self.measure("ours", dir, streams, cc, Some(rate.bits_per_sec()));
