@@ -82,6 +82,15 @@ struct {
 	__type(value, struct bw_dst);
 } bw_dst SEC(".maps");
 
+/* Connections whose sender is paced here (LRU: entries of closed connections age
+ * out; never read by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct bw_flow_key);
+	__type(value, __u32);
+} bw_flows SEC(".maps");
+
 /* Not preallocated: a node pays kernel memory for the limits it has, not for the
  * 65,536 it could have. Only user space touches this map, never per packet. */
 struct {
@@ -371,6 +380,83 @@ int bw_ingress(struct __sk_buff *skb)
 
 /* ------------------------------------------------------------------ sock_ops */
 
+/* An address as the maps key it: family and 16 bytes, a v4-mapped IPv6 address
+ * as IPv4. `ip6` is ignored for IPv4 sockets. */
+static __always_inline int addr_of(__u32 family, __u32 ip4, const __u32 *ip6, __u32 *fam,
+				   __u8 *addr)
+{
+	if (family == 2) {
+		*fam = 2;
+		__builtin_memcpy(addr, &ip4, 4);
+		return 1;
+	}
+	if (family != AF_INET6)
+		return 0;
+	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
+		*fam = 2;
+		__builtin_memcpy(addr, &ip6[3], 4);
+	} else {
+		*fam = AF_INET6;
+		__builtin_memcpy(addr, ip6, 16);
+	}
+	return 1;
+}
+
+/* The socket's two ends (ctx fields are read by value only). */
+struct ends {
+	__u32 lip4, rip4;
+	__u32 lip6[4], rip6[4];
+};
+
+static __always_inline void ends_of(struct bpf_sock_ops *skops, struct ends *e)
+{
+	e->lip4 = skops->local_ip4;
+	e->rip4 = skops->remote_ip4;
+	e->lip6[0] = skops->local_ip6[0];
+	e->lip6[1] = skops->local_ip6[1];
+	e->lip6[2] = skops->local_ip6[2];
+	e->lip6[3] = skops->local_ip6[3];
+	e->rip6[0] = skops->remote_ip6[0];
+	e->rip6[1] = skops->remote_ip6[1];
+	e->rip6[2] = skops->remote_ip6[2];
+	e->rip6[3] = skops->remote_ip6[3];
+}
+
+/* The connection as (sender, receiver); `sending` says which end this socket is. */
+static __always_inline int flow_key(struct bpf_sock_ops *skops, int sending,
+				    struct bw_flow_key *k)
+{
+	struct ends e = {};
+	__u32 f1 = 0, f2 = 0;
+	__u16 lport = (__u16)skops->local_port;
+	__u16 rport = (__u16)bpf_ntohl(skops->remote_port);
+
+	ends_of(skops, &e);
+	if (sending) {
+		k->sport = lport;
+		k->dport = rport;
+		if (!addr_of(skops->family, e.lip4, e.lip6, &f1, k->saddr) ||
+		    !addr_of(skops->family, e.rip4, e.rip6, &f2, k->daddr))
+			return 0;
+	} else {
+		k->sport = rport;
+		k->dport = lport;
+		if (!addr_of(skops->family, e.rip4, e.rip6, &f1, k->saddr) ||
+		    !addr_of(skops->family, e.lip4, e.lip6, &f2, k->daddr))
+			return 0;
+	}
+	k->family = f1;
+	return 1;
+}
+
+/* The remote end of a socket as a bw_dst key. */
+static __always_inline int dst_key(struct bpf_sock_ops *skops, struct bw_dst_key *k)
+{
+	struct ends e = {};
+	ends_of(skops, &e);
+	return addr_of(skops->family, e.rip4, e.rip6, &k->family, k->addr);
+}
+
 /* Count this socket as active in direction `dir` for the current epoch once it has
  * moved `active_bytes` since it was last counted (so a control connection that
  * exchanges a few bytes does not halve everyone's share), and return how many
@@ -550,8 +636,13 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		 * host latency and no window of whole segments fits, so there the slack
 		 * is added and the gate does the limiting. */
 		__u64 bdp = share / 1000 * srtt_us / 1000;
-		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500
-					  : bdp + s->clamp_budget * share / d->rate;
+		__u64 slack = s->clamp_budget * share / d->rate;
+		/* A sender paced on this node arrives at the rate by its pace: one BDP
+		 * exactly would leave it window-bound below the rate, so it gets the slack
+		 * too. A sender elsewhere gets one BDP, the gate being for its bursts. */
+		struct bw_flow_key fk = {};
+		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
+		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 + (paced ? slack : 0) : bdp + slack;
 		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
 		if (w < 2 * mss)
 			w = 2 * mss;
@@ -625,29 +716,6 @@ int bw_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* The remote end of a socket as a bw_dst key (a v4-mapped IPv6 address as IPv4). */
-static __always_inline int dst_key(struct bpf_sock_ops *skops, struct bw_dst_key *k)
-{
-	if (skops->family == 2) {
-		__u32 ip = skops->remote_ip4; /* ctx fields are read by value only */
-		k->family = 2;
-		__builtin_memcpy(k->addr, &ip, 4);
-		return 1;
-	}
-	if (skops->family != AF_INET6)
-		return 0;
-	__u32 a[4] = {skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
-		      skops->remote_ip6[3]};
-	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff)) {
-		k->family = 2;
-		__builtin_memcpy(k->addr, &a[3], 4);
-	} else {
-		k->family = AF_INET6;
-		__builtin_memcpy(k->addr, a, 16);
-	}
-	return 1;
-}
-
 /*
  * Local senders toward a limited destination (attached to the cgroup that holds
  * the node's senders, not to the workload): pace each sending socket at its share
@@ -682,9 +750,14 @@ int bw_senders(struct bpf_sock_ops *skops)
 	struct bw_sock *ss = bpf_sk_storage_get(&bw_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!ss)
 		return 1;
-	if (op != BPF_SOCK_OPS_RTT_CB)
+	if (op != BPF_SOCK_OPS_RTT_CB) {
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
 						 BPF_SOCK_OPS_RTT_CB_FLAG);
+		struct bw_flow_key fk = {};
+		__u32 one = 1;
+		if (flow_key(skops, 1, &fk))
+			bpf_map_update_elem(&bw_flows, &fk, &one, BPF_ANY);
+	}
 
 	__u64 e = clock_coarse() >> BW_EPOCH_SHIFT;
 	__u64 de = d->epoch;

@@ -134,6 +134,16 @@ struct bw_dst_key {
 	__u8 addr[16]; /* network order; IPv4 in the first four bytes */
 };
 
+/* A connection a local sender is paced on, as (sender, receiver): the receiver's
+ * window clamp may then leave the paced sender room, since the pace holds it. */
+struct bw_flow_key {
+	__u32 family;
+	__u16 sport;     /* sender's port, host order */
+	__u16 dport;     /* receiver's port, host order */
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
 struct bw_dst {
 	__u64 cgid;        /* the receiving limit's cgroup id */
 	__u64 rate;        /* its ingress rate, bytes/s counted as IP bytes per segment */

@@ -168,8 +168,10 @@ mod tests {
         let mut maps: Vec<&str> = object::production::MAPS.iter().map(|m| m.0).collect();
         maps.sort();
         let mut want: Vec<&str> = PINNED_MAPS.iter().map(|m| m.0).collect();
-        // Socket storage is the one map user space never touches.
+        // Socket storage and the paced-connection table are the maps user space
+        // never touches.
         want.push("bw_sock");
+        want.push("bw_flows");
         want.sort();
         assert_eq!(maps, want);
     }

@@ -144,7 +144,11 @@ impl Store for FakeStore {
         addrs: &[std::net::IpAddr],
         ingress: Option<crate::rate::Rate>,
     ) -> Result<(), StoreError> {
-        let addrs = if ingress.is_some() { addrs.to_vec() } else { Vec::new() };
+        let addrs = if ingress.is_some() {
+            addrs.to_vec()
+        } else {
+            Vec::new()
+        };
         self.addresses
             .lock()
             .unwrap()
