@@ -291,6 +291,22 @@ static __always_inline struct bw_state *limited_state(struct __sk_buff *skb)
 	return state_get();
 }
 
+/* Whether the sender of the connection this ACK belongs to is paced on this node:
+ * then it arrives at the rate by its pace, and holding its ACKs for the jitter of
+ * paced arrivals would only stall it until its loss probe. (Past `mark_ns` of debt
+ * the gate holds it all the same.) */
+static __always_inline int peer_paced(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	struct bw_sock *ss = bpf_sk_storage_get(&bw_sock, sk, 0, 0);
+	return ss && ss->peer_paced;
+}
+
 SEC("cgroup_skb/egress")
 int bw_egress(struct __sk_buff *skb)
 {
@@ -307,7 +323,8 @@ int bw_egress(struct __sk_buff *skb)
 	struct bw_dir *in = &s->dir[BW_DIR_INGRESS];
 	if (in->rate && is_pure_ack(&p) && !(s->flags & BW_F_NO_ACK_GATE)) {
 		now = clock_precise();
-		if ((__s64)(in->tat - now) > 0) {
+		__s64 debt = (__s64)(in->tat - now);
+		if (debt > 0 && !(debt <= (__s64)in->mark_ns && peer_paced(skb))) {
 			__sync_fetch_and_add(&s->acks_gated, 1);
 			return BW_VERDICT_DROP;
 		}
@@ -642,6 +659,7 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		 * too. A sender elsewhere gets one BDP, the gate being for its bursts. */
 		struct bw_flow_key fk = {};
 		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
+		ss->peer_paced = paced;
 		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 + (paced ? slack : 0) : bdp + slack;
 		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
 		if (w < 2 * mss)

@@ -113,7 +113,7 @@ struct bw_sock {
 	struct bw_sock_slot slot[BW_SOCK_SLOTS];
 	__u64 pacing_applied;
 	__u32 clamp_applied;
-	__u32 pad0;
+	__u32 peer_paced;    /* receiving: the sender is paced on this node (bw_flows) */
 	/* As a local sender to a destination whose ingress is limited (bw_dst): its
 	 * share of that limit, bytes/s of payload (0 = none), and its epoch counting. */
 	__u64 dst_pacing;
