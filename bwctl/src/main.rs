@@ -234,7 +234,11 @@ fn run(cli: &Cli) -> Result<()> {
                     };
                     println!(
                         "{}",
-                        if detached { "detached" } else { "was not attached" }
+                        if detached {
+                            "detached"
+                        } else {
+                            "was not attached"
+                        }
                     );
                 }
             }

@@ -214,7 +214,8 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
         // Senders on this node toward the pod's addresses are paced at its ingress
         // limit where the senders' program reaches them; the gate stays for the rest.
         if let Some((cg, limit)) = applied {
-            let ips: Vec<std::net::IpAddr> = pod.ips.iter().filter_map(|a| a.parse().ok()).collect();
+            let ips: Vec<std::net::IpAddr> =
+                pod.ips.iter().filter_map(|a| a.parse().ok()).collect();
             if let Err(e) = self.store.set_addresses(&cg, &ips, limit.ingress) {
                 log::warn!("{what}: senders on this node are not paced toward it: {e}");
             }
@@ -496,13 +497,25 @@ mod tests {
     fn a_pods_addresses_go_with_its_ingress_limit() {
         let h = handler();
         let mut p = pod("u7", "/kp/u7", &[(annotations::K8S_INGRESS, "10M")]);
-        p.ips = vec!["10.88.0.7".into(), "fd00::7".into(), "not an address".into()];
+        p.ips = vec![
+            "10.88.0.7".into(),
+            "fd00::7".into(),
+            "not an address".into(),
+        ];
         h.run_pod_sandbox(&p).unwrap();
-        let got: Vec<String> = h.store.addresses("/kp/u7").iter().map(|a| a.to_string()).collect();
+        let got: Vec<String> = h
+            .store
+            .addresses("/kp/u7")
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         assert_eq!(got, ["10.88.0.7", "fd00::7"]);
         let mut q = pod("u8", "/kp/u8", &[(annotations::K8S_EGRESS, "10M")]);
         q.ips = vec!["10.88.0.8".into()];
         h.run_pod_sandbox(&q).unwrap();
-        assert!(h.store.addresses("/kp/u8").is_empty(), "no ingress limit, no pacing");
+        assert!(
+            h.store.addresses("/kp/u8").is_empty(),
+            "no ingress limit, no pacing"
+        );
     }
 }

@@ -86,6 +86,22 @@ pub struct Args {
     /// paced toward the workload (the receiver's gate stays as backstop).
     #[arg(long)]
     pub local_senders: bool,
+    /// Instead of the matrix: completion times of request/response transfers to the
+    /// workload (it receives SIZE bytes, answers one) at each rate and delay, for
+    /// no limit, ours and tbf.
+    #[arg(long)]
+    pub transfers: bool,
+    /// Transfer sizes in bytes, with --transfers.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10000,100000,1000000,10000000"
+    )]
+    pub transfer_sizes: Vec<u64>,
+    /// Transfers per size, limiter and rate (a quarter of that, at least 3, for the
+    /// largest size).
+    #[arg(long, default_value_t = 20)]
+    pub transfer_repeats: u32,
 }
 
 impl Args {

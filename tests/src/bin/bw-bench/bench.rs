@@ -165,6 +165,11 @@ impl<'a> Bench<'a> {
 
 impl Bench<'_> {
     /// One iperf3 run from the root namespace to the workload, with pings alongside.
+    /// The workload's cgroup, its address, and a way to start a process in it.
+    pub fn workload(&mut self) -> (Cgroup, IpAddr, &mut Testbed) {
+        (self.tb.cg(), self.target, &mut self.tb)
+    }
+
     pub fn measure(
         &self,
         limiter: &str,

@@ -27,6 +27,7 @@ mod matrix;
 mod meta;
 mod report;
 mod results;
+mod transfers;
 mod verdicts;
 
 use std::process::ExitCode;
@@ -122,6 +123,16 @@ fn run(a: &Args, results: &mut Results, report: &mut Report) -> Result<()> {
     }
     if a.cost_only || interrupted() {
         return Ok(());
+    }
+    if a.transfers {
+        let pins = bench::PinRoot(nri_bandwidth_tests::test_pin_root("bench-rr"));
+        let dp = nri_bandwidth_core::datapath::Datapath::open(&pins.0)
+            .context("loading the datapath")?;
+        let cgfs = nri_bandwidth_core::cgroup::CgroupFs::detect()
+            .context("finding the cgroup v2 mount")?;
+        let r = transfers::transfers_section(a, Some(&dp), &cgfs, &mut results.transfers, report);
+        drop(dp);
+        return r;
     }
     matrix(a, results, report)
 }

@@ -188,6 +188,9 @@ pub struct Results {
     pub cells: Vec<Cell>,
     pub cpu: Vec<CpuRow>,
     pub attach: Option<AttachStats>,
+    /// With --transfers: completion times instead of the matrix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<crate::transfers::TransferRow>,
     pub passed: usize,
     pub interrupted: bool,
 }
