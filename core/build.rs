@@ -22,9 +22,8 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
 
-    for f in ["bw.bpf.c", "bw_maps.h"] {
-        println!("cargo:rerun-if-changed={}", ebpf.join(f).display());
-    }
+    // The whole directory: the object is bw.bpf.c with the headers it includes.
+    println!("cargo:rerun-if-changed={}", ebpf.display());
     println!("cargo:rerun-if-env-changed=CLANG");
 
     let arch_include = multiarch_include();

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * Sockets, for bw.bpf.c's sock_ops programs: connection keys, active-socket
+ * epochs, each level's work-conserving share, pacing and the receive-window
+ * clamp. Included by bw.bpf.c after its maps.
+ */
+#ifndef BW_SOCKETS_H
+#define BW_SOCKETS_H
+
+/* ------------------------------------------------------------------ sock_ops */
+
+/* An address as the maps key it: family and 16 bytes, a v4-mapped IPv6 address
+ * as IPv4. `ip6` is ignored for IPv4 sockets. */
+static __always_inline int addr_of(__u32 family, __u32 ip4, const __u32 *ip6, __u32 *fam,
+				   __u8 *addr)
+{
+	if (family == 2) {
+		*fam = 2;
+		__builtin_memcpy(addr, &ip4, 4);
+		return 1;
+	}
+	if (family != AF_INET6)
+		return 0;
+	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff)) {
+		*fam = 2;
+		__builtin_memcpy(addr, &ip6[3], 4);
+	} else {
+		*fam = AF_INET6;
+		__builtin_memcpy(addr, ip6, 16);
+	}
+	return 1;
+}
+
+/* The socket's two ends (ctx fields are read by value only). */
+struct ends {
+	__u32 lip4, rip4;
+	__u32 lip6[4], rip6[4];
+};
+
+static __always_inline void ends_of(struct bpf_sock_ops *skops, struct ends *e)
+{
+	e->lip4 = skops->local_ip4;
+	e->rip4 = skops->remote_ip4;
+	e->lip6[0] = skops->local_ip6[0];
+	e->lip6[1] = skops->local_ip6[1];
+	e->lip6[2] = skops->local_ip6[2];
+	e->lip6[3] = skops->local_ip6[3];
+	e->rip6[0] = skops->remote_ip6[0];
+	e->rip6[1] = skops->remote_ip6[1];
+	e->rip6[2] = skops->remote_ip6[2];
+	e->rip6[3] = skops->remote_ip6[3];
+}
+
+/* The connection as (sender, receiver); `sending` says which end this socket is. */
+static __always_inline int flow_key(struct bpf_sock_ops *skops, int sending,
+				    struct bw_flow_key *k)
+{
+	struct ends e = {};
+	__u32 f1 = 0, f2 = 0;
+	__u16 lport = (__u16)skops->local_port;
+	__u16 rport = (__u16)bpf_ntohl(skops->remote_port);
+
+	ends_of(skops, &e);
+	if (sending) {
+		k->sport = lport;
+		k->dport = rport;
+		if (!addr_of(skops->family, e.lip4, e.lip6, &f1, k->saddr) ||
+		    !addr_of(skops->family, e.rip4, e.rip6, &f2, k->daddr))
+			return 0;
+	} else {
+		k->sport = rport;
+		k->dport = lport;
+		if (!addr_of(skops->family, e.rip4, e.rip6, &f1, k->saddr) ||
+		    !addr_of(skops->family, e.lip4, e.lip6, &f2, k->daddr))
+			return 0;
+	}
+	k->family = f1;
+	return 1;
+}
+
+/* The remote end of a socket as a bw_dst key. */
+static __always_inline int dst_key(struct bpf_sock_ops *skops, struct bw_dst_key *k)
+{
+	struct ends e = {};
+	ends_of(skops, &e);
+	return addr_of(skops->family, e.rip4, e.rip6, &k->family, k->addr);
+}
+
+/* Count this socket as active in direction `dir` for the current epoch once it has
+ * moved `active_bytes` since it was last counted (so a control connection that
+ * exchanges a few bytes does not halve everyone's share), and return how many
+ * sockets of the attachment were active in this or the previous epoch; `*ei` is
+ * the epoch slot that count comes from. */
+static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_slot *slot,
+					    int dir, __u64 now, __u64 progress, __u32 *ei)
+{
+	__u64 e = now >> BW_EPOCH_SHIFT;
+	__u64 se = s->epoch;
+
+	dir &= 1;
+	if (se != e) {
+		/* First socket of a new epoch: forget the one before the previous. */
+		if (__sync_val_compare_and_swap(&s->epoch, se, e) == se) {
+			for (int d = 0; d < 2; d++) {
+				s->active[d][e & 1] = 0;
+				s->capped[d][e & 1] = 0;
+				s->capped_rate[d][e & 1] = 0;
+				if (e != se + 1) {
+					s->active[d][(e + 1) & 1] = 0;
+					s->capped[d][(e + 1) & 1] = 0;
+					s->capped_rate[d][(e + 1) & 1] = 0;
+				}
+			}
+		}
+	}
+	if (slot->epoch_seen[dir] != e && progress - slot->progress[dir] >= s->active_bytes[dir]) {
+		slot->epoch_seen[dir] = e;
+		slot->progress[dir] = progress;
+		__sync_fetch_and_add(&s->active[dir][e & 1], 1);
+	}
+	__u32 cur = s->active[dir][e & 1];
+	__u32 prev = s->active[dir][(e + 1) & 1];
+	*ei = cur >= prev ? (e & 1) : ((e + 1) & 1);
+	__u32 n = cur > prev ? cur : prev;
+	return n ? n : 1;
+}
+
+/* This level's share of `rate` (bytes/s) for the socket, work-conserving: sockets
+ * that the other level holds lower use less than an equal share, so the others
+ * split what they leave (pod 20M, one container capped at 5M: its sibling gets
+ * 15M, not 10M). A socket held lower registers itself once per epoch. */
+static __always_inline __u64 level_share(struct bw_state *s, struct bw_sock *ss,
+					 struct bw_sock_slot *slot, int dir, __u64 rate,
+					 __u64 now, __u64 progress)
+{
+	__u32 ei = 0;
+	__u32 n = active_sockets(s, slot, dir, now, progress, &ei);
+	__u64 e = now >> BW_EPOCH_SHIFT;
+
+	dir &= 1;
+	ei &= 1;
+	__u32 capped = s->capped[dir][ei];
+	__u64 held = s->capped_rate[dir][ei];
+	__u64 share = rate / n;
+	if (capped && capped < n && held < rate)
+		share = (rate - held) / (n - capped);
+	struct bw_sock_slot *other = slot == &ss->slot[0] ? &ss->slot[1] : &ss->slot[0];
+	__u64 theirs = other->cgid ? other->share[dir] : 0;
+	if (theirs && theirs < share && slot->capped_seen[dir] != e + 1) {
+		slot->capped_seen[dir] = e + 1;
+		__sync_fetch_and_add(&s->capped[dir][e & 1], 1);
+		__sync_fetch_and_add(&s->capped_rate[dir][e & 1], theirs);
+	}
+	slot->share[dir] = share;
+	return share;
+}
+
+/* IP + TCP header bytes per segment (timestamps assumed, as Linux negotiates them).
+ * An AF_INET6 socket talking to a v4-mapped address sends IPv4. */
+static __always_inline __u64 seg_header(struct bpf_sock_ops *skops)
+{
+	if (skops->family == AF_INET6 &&
+	    !(skops->remote_ip6[0] == 0 && skops->remote_ip6[1] == 0 &&
+	      skops->remote_ip6[2] == bpf_htonl(0xffff)))
+		return 40 + 20 + 12;
+	return 20 + 20 + 12;
+}
+
+static __always_inline struct bw_sock_slot *slot_for(struct bw_sock *ss, __u64 cgid)
+{
+	if (ss->slot[0].cgid == cgid)
+		return &ss->slot[0];
+	if (ss->slot[1].cgid == cgid)
+		return &ss->slot[1];
+	if (!ss->slot[0].cgid) {
+		ss->slot[0].cgid = cgid;
+		return &ss->slot[0];
+	}
+	if (!ss->slot[1].cgid) {
+		ss->slot[1].cgid = cgid;
+		return &ss->slot[1];
+	}
+	return 0; /* deeper nesting than BW_SOCK_SLOTS: only the bucket applies */
+}
+
+static __always_inline __u64 min_nonzero(__u64 a, __u64 b)
+{
+	if (!a)
+		return b;
+	if (!b)
+		return a;
+	return a < b ? a : b;
+}
+
+/* Sets the socket's SO_MAX_PACING_RATE to the smallest share any level or
+ * limited destination gives it (lifting it when there is none any more). */
+static __always_inline void set_pacing(struct bpf_sock_ops *skops, struct bw_sock *ss,
+				       __u64 *sets)
+{
+	__u64 want64 = min_nonzero(min_nonzero(ss->slot[0].pacing, ss->slot[1].pacing),
+				   ss->dst_pacing);
+	if (!want64 && !ss->pacing_applied)
+		return;
+	/* bpf_setsockopt takes an int here; ~0U means unpaced, which is also what a
+	 * lifted limit (want64 == 0) restores. Rates beyond 34 Gbit/s are left to the
+	 * bucket. */
+	__u32 want = (!want64 || want64 >= 0xffffffffULL) ? 0xffffffffU : (__u32)want64;
+	/* Re-read what the socket has: an application may have raised its own cap. */
+	__u32 have = 0;
+	if (bpf_getsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &have, sizeof(have)))
+		have = 0;
+	if (have != want) {
+		if (!bpf_setsockopt(skops, SOL_SOCKET, SO_MAX_PACING_RATE, &want, sizeof(want)))
+			__sync_fetch_and_add(sets, 1);
+	}
+	ss->pacing_applied = want64;
+}
+
+/* Egress: pace this socket at its share of the rate, converted from wire bytes to
+ * payload bytes (pacing counts payload; the bucket counts IP bytes per segment). */
+static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_state *s,
+					 struct bw_sock *ss, struct bw_sock_slot *slot, __u64 now)
+{
+	struct bw_dir *d = &s->dir[BW_DIR_EGRESS];
+
+	if (!d->rate || (s->flags & BW_F_NO_PACING)) {
+		slot->pacing = 0;
+		slot->share[BW_DIR_EGRESS] = 0;
+	} else {
+		__u64 share = level_share(s, ss, slot, BW_DIR_EGRESS, d->rate, now,
+					  skops->bytes_acked);
+		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+		__u64 hdr = seg_header(skops);
+		slot->pacing = share * mss / (mss + hdr);
+	}
+	set_pacing(skops, ss, &s->pacing_sets);
+}
+
+/* Ingress: keep at most this socket's share of one bandwidth-delay product in
+ * flight, in payload bytes whose wire size is the rate: a sender clocked by our
+ * ACKs then arrives at the rate by itself, and the ACK gate (which stalls it until
+ * its tail-loss probe, counted as a retransmission) is left for bursts. Measured
+ * through the delay line at 2 and 20 ms one way this removed most gate stalls
+ * (docs/benchmarks.md). Below a millisecond of handshake RTT (mostly host latency
+ * there) no window of whole segments can hold the rate; there the window is
+ * rate x (RTT + 1 ms) (`clamp_budget`) and the gate does the limiting. */
+static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_state *s,
+					struct bw_sock *ss, struct bw_sock_slot *slot, __u64 now)
+{
+	struct bw_dir *d = &s->dir[BW_DIR_INGRESS];
+
+	if (!d->rate || (s->flags & BW_F_NO_CLAMP)) {
+		slot->clamp = 0;
+		slot->share[BW_DIR_INGRESS] = 0;
+	} else {
+		__u64 share = level_share(s, ss, slot, BW_DIR_INGRESS, d->rate, now,
+					  skops->bytes_received);
+		__u32 mss = skops->mss_cache ? skops->mss_cache : 1448;
+		__u64 srtt_us = skops->srtt_us >> 3;
+		if (srtt_us > 1000000)
+			srtt_us = 1000000;
+		/* One bandwidth-delay product of payload: a sender clocked by our ACKs
+		 * then arrives at the rate by itself and the gate seldom has to stall it.
+		 * Below a millisecond the handshake RTT a pure receiver keeps is mostly
+		 * host latency and no window of whole segments fits, so there the slack
+		 * is added and the gate does the limiting. */
+		__u64 bdp = share / 1000 * srtt_us / 1000;
+		__u64 slack = s->clamp_budget * share / d->rate;
+		/* A sender paced on this node arrives at the rate by its pace: one BDP
+		 * exactly would leave it window-bound below the rate, so it gets the slack
+		 * too. A sender elsewhere gets one BDP, the gate being for its bursts. */
+		struct bw_flow_key fk = {};
+		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
+		ss->peer_paced = paced;
+		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 + (paced ? slack : 0) : bdp + slack;
+		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
+		if (w < 2 * mss)
+			w = 2 * mss;
+		if (w > 0x3fffffff)
+			w = 0x3fffffff;
+		slot->clamp = w;
+	}
+	int want = (int)min_nonzero(ss->slot[0].clamp, ss->slot[1].clamp);
+	if (!want && !ss->clamp_applied)
+		return;
+	if (!want)
+		want = MAX_WINDOW_CLAMP; /* the limit was lifted: give the window back */
+	/* Receive-buffer autotuning resets the clamp: re-apply whenever it drifted. */
+	int have = 0;
+	if (bpf_getsockopt(skops, SOL_TCP, TCP_WINDOW_CLAMP, &have, sizeof(have)))
+		have = 0;
+	if (have != want) {
+		if (!bpf_setsockopt(skops, SOL_TCP, TCP_WINDOW_CLAMP, &want, sizeof(want)))
+			__sync_fetch_and_add(&s->clamp_sets, 1);
+	}
+	ss->clamp_applied = want == MAX_WINDOW_CLAMP ? 0 : want;
+}
+
+/* Takes one off an epoch's count unless another CPU moved it meanwhile (then the
+ * count stays one high until the epoch ends, never wraps below zero). */
+static __always_inline void count_down(__u32 *c)
+{
+	__u32 v = *c;
+	if (v)
+		__sync_val_compare_and_swap(c, v, v - 1);
+}
+
+/* A closing socket stops counting as active: a finished connection must not halve
+ * the share of the one that follows it (request/response traffic). */
+static __always_inline void forget_socket(struct bw_state *s, struct bw_sock_slot *slot,
+					  __u64 now)
+{
+	__u64 e = now >> BW_EPOCH_SHIFT;
+	for (int d = 0; d < 2; d++) {
+		__u64 seen = slot->epoch_seen[d];
+		if (seen == e || seen + 1 == e) {
+			count_down(&s->active[d][seen & 1]);
+			slot->epoch_seen[d] = 0;
+		}
+	}
+}
+
+#endif /* BW_SOCKETS_H */
