@@ -70,3 +70,21 @@ pub fn attached(dir: &std::path::Path) -> [usize; 3] {
     ]
     .map(|at| prog_query(fd.as_fd(), at).unwrap().len())
 }
+
+/// Programs and maps named like ours, and links to programs named like ours.
+pub fn our_kernel_objects() -> (usize, usize, usize) {
+    let progs: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("bw_")))
+        .map(|p| p.id())
+        .collect();
+    let maps = aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str().is_some_and(|n| n.starts_with("bw_")))
+        .count();
+    let links = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| progs.contains(&l.program_id()))
+        .count();
+    (progs.len(), maps, links)
+}

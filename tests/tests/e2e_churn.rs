@@ -8,6 +8,7 @@ use std::time::Instant;
 use nri_bandwidth_core::datapath::Datapath;
 use nri_bandwidth_tests::PinRoot;
 use nri_bandwidth_tests::e2e::{Containerd, PluginProc, enabled};
+use nri_bandwidth_tests::fixture::our_kernel_objects;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -16,24 +17,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// Programs and maps of ours loaded in the kernel, and links to those programs.
-fn kernel_objects() -> (usize, usize, usize) {
-    let progs: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("bw_")))
-        .map(|p| p.id())
-        .collect();
-    let maps = aya::maps::loaded_maps()
-        .filter_map(Result::ok)
-        .filter(|m| m.name_as_str().is_some_and(|n| n.starts_with("bw_")))
-        .count();
-    let links = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter(|l| progs.contains(&l.program_id()))
-        .count();
-    (progs.len(), maps, links)
 }
 
 #[test]
@@ -67,7 +50,7 @@ fn a_thousand_limited_pods_created_and_removed_leave_nothing_and_memory_stays_fl
         assert_eq!(dp.list().unwrap().len(), 1, "cycle {i}: the pod is limited");
         ctd.remove_pod(&id);
         if i == 0 {
-            before = Some(kernel_objects());
+            before = Some(our_kernel_objects());
         }
         if (i + 1) % 100 == 0 || i + 1 == n {
             rss.push((i + 1, rss_kib(pid)));
@@ -84,7 +67,7 @@ fn a_thousand_limited_pods_created_and_removed_leave_nothing_and_memory_stays_fl
         .unwrap()
         .count();
     assert_eq!(links, 0, "link pins left");
-    let after = kernel_objects();
+    let after = our_kernel_objects();
     let (progs, maps, _) = before.unwrap();
     assert_eq!(
         after,

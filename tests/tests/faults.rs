@@ -16,12 +16,36 @@ use nri_bandwidth_tests::{privileged, workspace_bin};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The privileged switch, the serial lock and a fresh fixture; None when off.
+fn setup(tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Fixture)> {
+    if !privileged() {
+        return None;
+    }
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Some((g, Fixture::new(tag)))
+}
+
 fn bwctl(fx: &Fixture, args: &[&str]) -> std::process::Output {
     Command::new(workspace_bin("bwctl"))
         .args(args)
         .env("NRI_BANDWIDTH_PIN_ROOT", &fx.root)
         .output()
         .unwrap()
+}
+
+/// `bwctl limit` of `rel` at 10M both ways.
+fn limit_args(rel: &str) -> Vec<String> {
+    [
+        "limit",
+        "--cgroup",
+        rel,
+        "--ingress",
+        "10M",
+        "--egress",
+        "10M",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn limit() -> Limit {
@@ -38,15 +62,13 @@ fn limit() -> Limit {
 /// listed limit is attached in the kernel and every attachment is listed.
 #[test]
 fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("kill-every") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     assert!(
         Command::new("strace").arg("-V").output().is_ok(),
         "strace is needed (make deps installs it)"
     );
-    let fx = Fixture::new("kill-every");
     let cg = fx.cgroup("pod");
     let mut completed = false;
     let mut kills = 0;
@@ -57,15 +79,7 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
             .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=bpf", "-e"])
             .arg(format!("inject=bpf:signal=KILL:when={n}"))
             .arg(workspace_bin("bwctl"))
-            .args([
-                "limit",
-                "--cgroup",
-                &cg.rel,
-                "--ingress",
-                "10M",
-                "--egress",
-                "10M",
-            ])
+            .args(limit_args(&cg.rel))
             .env("NRI_BANDWIDTH_PIN_ROOT", &fx.root)
             .output()
             .unwrap();
@@ -102,18 +116,8 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
             break;
         }
         // And the next limit works, whatever the kill left.
-        let again = bwctl(
-            &fx,
-            &[
-                "limit",
-                "--cgroup",
-                &cg.rel,
-                "--ingress",
-                "10M",
-                "--egress",
-                "10M",
-            ],
-        );
+        let args = limit_args(&cg.rel);
+        let again = bwctl(&fx, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             again.status.success(),
             "call {n}: limiting after the kill failed: {}",
@@ -134,11 +138,9 @@ fn killed_at_every_bpf_call_of_limit_the_state_stays_consistent() {
 /// clear one, and after reconcile nothing of it is left.
 #[test]
 fn a_cgroup_removed_while_being_limited_leaves_nothing_after_reconcile() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("rmdir-race") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("rmdir-race");
+    };
     let dp = Datapath::open(&fx.root).unwrap();
     for i in 0..100u64 {
         let cg = fx.cgroup(&format!("c{i}"));
@@ -185,11 +187,9 @@ fn a_cgroup_removed_while_being_limited_leaves_nothing_after_reconcile() {
 /// loads anew instead of writing to maps nothing reads.
 #[test]
 fn the_pin_root_removed_under_a_user_is_seen() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("rm-pins") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("rm-pins");
+    };
     let dp = Datapath::open(&fx.root).unwrap();
     let cg = fx.cgroup("pod");
     dp.limit(&cg, &limit(), &Owner::default()).unwrap();
@@ -212,11 +212,9 @@ fn the_pin_root_removed_under_a_user_is_seen() {
 /// with 200 ms per cgroup, one after another).
 #[test]
 fn removing_two_thousand_limits_waits_one_grace_period() {
-    if !privileged() {
+    let Some((_g, fx)) = setup("2000") else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("2000");
+    };
     let dp = Datapath::open(&fx.root).unwrap();
     for i in 0..2000 {
         dp.limit(&fx.cgroup(&format!("c{i}")), &limit(), &Owner::default())

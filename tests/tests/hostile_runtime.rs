@@ -125,6 +125,16 @@ impl Drop for Target {
     }
 }
 
+/// The privileged switch, a target daemon and a runtime it registered with.
+async fn connected(tag: &str) -> Option<(Target, FakeRuntime)> {
+    if !privileged() {
+        return None;
+    }
+    let t = Target::start(tag);
+    let rt = t.connect().await;
+    Some((t, rt))
+}
+
 fn run_req(p: PodSandbox) -> RunPodSandboxRequest {
     let mut r = RunPodSandboxRequest::new();
     r.pod = Some(p).into();
@@ -141,11 +151,9 @@ fn with_parent(uid: &str, parent: &str, path: &str, ann: &[(&str, &str)]) -> Pod
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_cgroup_paths_never_limit_the_root_an_ancestor_or_another_pod() {
-    if !privileged() {
+    let Some((t, rt)) = connected("paths").await else {
         return;
-    }
-    let t = Target::start("paths");
-    let rt = t.connect().await;
+    };
     let root = t.cgfs.root().display().to_string();
     let escape = format!("{}/../podS", t.cg("podu1"));
     let cases: Vec<(&str, String, String)> = vec![
@@ -209,11 +217,9 @@ async fn hostile_cgroup_paths_never_limit_the_root_an_ancestor_or_another_pod() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_too_long_to_store_whole_are_refused_and_never_match_another_pod() {
-    if !privileged() {
+    let Some((t, rt)) = connected("ids").await else {
         return;
-    }
-    let t = Target::start("ids");
-    let rt = t.connect().await;
+    };
     let a63 = "A".repeat(63);
     let p = with_parent(&a63, &t.cg("podu1"), "", &[(INGRESS, "10M")]);
     rt.client.run_pod_sandbox(ctx(), &run_req(p)).await.unwrap();
@@ -240,11 +246,9 @@ async fn ids_too_long_to_store_whole_are_refused_and_never_match_another_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_synchronize_cut_by_a_dropped_connection_is_never_applied() {
-    if !privileged() {
+    let Some((t, rt)) = connected("sync").await else {
         return;
-    }
-    let t = Target::start("sync");
-    let rt = t.connect().await;
+    };
     let mut first = SynchronizeRequest::new();
     first.pods = vec![with_parent(
         "podu1",
@@ -285,11 +289,9 @@ async fn a_synchronize_cut_by_a_dropped_connection_is_never_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_never_makes_a_handler_miss_the_runtime_deadline() {
-    if !privileged() {
+    let Some((t, rt)) = connected("lock").await else {
         return;
-    }
-    let t = Target::start("lock");
-    let rt = t.connect().await;
+    };
     // Load the datapath first (one limit), then hold the pin-root lock as a long
     // bwctl removal would.
     let a = with_parent("podu1", &t.cg("podu1"), "", &[(INGRESS, "10M")]);
@@ -312,11 +314,9 @@ async fn a_held_lock_never_makes_a_handler_miss_the_runtime_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_log_lines_and_huge_values_are_escaped_and_cut() {
-    if !privileged() {
+    let Some((t, rt)) = connected("text").await else {
         return;
-    }
-    let t = Target::start("text");
-    let rt = t.connect().await;
+    };
     let forged = "10M\nERROR forged line\u{1b}[31m";
     let huge = "9".repeat(1 << 20) + "x";
     for (uid, v) in [("podu1", forged), ("podS", huge.as_str())] {
@@ -356,11 +356,9 @@ async fn a_runtime_that_drops_every_connection_gets_backoff_not_a_flood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_purged_under_the_daemon_are_opened_again() {
-    if !privileged() {
+    let Some((t, rt)) = connected("purge").await else {
         return;
-    }
-    let t = Target::start("purge");
-    let rt = t.connect().await;
+    };
     let a = with_parent("podu1", &t.cg("podu1"), "", &[(INGRESS, "10M")]);
     rt.client
         .run_pod_sandbox(ctx(), &run_req(a.clone()))

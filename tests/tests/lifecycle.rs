@@ -14,7 +14,7 @@ use nri_bandwidth_core::datapath::Datapath;
 use nri_bandwidth_core::datapath::sys as bpf_sys;
 use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_core::rate::Rate;
-use nri_bandwidth_tests::fixture::{Fixture, attached};
+use nri_bandwidth_tests::fixture::{Fixture, attached, our_kernel_objects};
 use nri_bandwidth_tests::privileged;
 
 /// Tests here count kernel objects, so they must not overlap.
@@ -32,24 +32,6 @@ fn setup(tag: &str) -> Option<(MutexGuard<'static, ()>, Fixture)> {
 
 fn rate(s: &str) -> Option<Rate> {
     Some(Rate::parse(s).unwrap())
-}
-
-/// Programs and maps named like ours, and links to programs named like ours.
-fn our_kernel_objects() -> (usize, usize, usize) {
-    let progs: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("bw_")))
-        .map(|p| p.id())
-        .collect();
-    let maps = aya::maps::loaded_maps()
-        .filter_map(Result::ok)
-        .filter(|m| m.name_as_str().is_some_and(|n| n.starts_with("bw_")))
-        .count();
-    let links = aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter(|l| progs.contains(&l.program_id()))
-        .count();
-    (progs.len(), maps, links)
 }
 
 #[test]

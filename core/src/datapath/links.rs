@@ -104,19 +104,22 @@ pub fn detach_all(links: &Path) -> io::Result<()> {
         return Ok(());
     }
     for p in &PROGS {
-        let pin = links.join(p.short);
-        // Releasing the last reference frees a link from a workqueue, later; an
-        // explicit detach takes the program off the cgroup now, so the limit is
-        // gone when unlimit returns.
-        if let Ok(fd) = sys::obj_get(&pin) {
-            let _ = sys::link_detach(fd.as_fd());
-        }
-        match std::fs::remove_file(&pin) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        unpin_link(&links.join(p.short))?;
     }
     std::fs::remove_dir(links)
+}
+
+/// Detaches the link pinned at `pin` and removes the pin. Releasing the last
+/// reference frees a link from a workqueue, later; an explicit detach takes the
+/// program off the cgroup now, so it is gone when this returns.
+pub fn unpin_link(pin: &Path) -> io::Result<()> {
+    if let Ok(fd) = sys::obj_get(pin) {
+        let _ = sys::link_detach(fd.as_fd());
+    }
+    match std::fs::remove_file(pin) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// All three links pinned and still attached to the live cgroup `cgid`.

@@ -171,14 +171,7 @@ impl Datapath {
 }
 
 fn detach_dir(dir: &Path) -> io::Result<()> {
-    let pin = dir.join("sockops");
-    if let Ok(fd) = sys::obj_get(&pin) {
-        let _ = sys::link_detach(fd.as_fd());
-    }
-    match std::fs::remove_file(&pin) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    crate::datapath::links::unpin_link(&dir.join("sockops"))?;
     std::fs::remove_dir(dir)
 }
 
