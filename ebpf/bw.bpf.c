@@ -327,11 +327,8 @@ int bw_senders(struct bpf_sock_ops *skops)
 	if (op == BPF_SOCK_OPS_STATE_CB) {
 		/* A finished connection leaves the count of senders to this address. */
 		struct bw_sock *gone = bpf_sk_storage_get(&bw_sock, sk, 0, 0);
-		__u64 e = clock_coarse() >> BW_EPOCH_SHIFT;
-		if (gone && (gone->dst_epoch_seen == e || gone->dst_epoch_seen + 1 == e)) {
-			count_down(&d->active[gone->dst_epoch_seen & 1]);
-			gone->dst_epoch_seen = 0;
-		}
+		if (gone)
+			uncount(d->active, &gone->dst_epoch_seen, clock_coarse() >> BW_EPOCH_SHIFT);
 		return 1;
 	}
 	struct bw_sock *ss = bpf_sk_storage_get(&bw_sock, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -353,17 +350,9 @@ int bw_senders(struct bpf_sock_ops *skops)
 		if (e != de + 1)
 			d->active[(e + 1) & 1] = 0;
 	}
-	__u64 acked = skops->bytes_acked;
-	if (ss->dst_epoch_seen != e && acked - ss->dst_progress >= 3 * 1448) {
-		ss->dst_epoch_seen = e;
-		ss->dst_progress = acked;
-		__sync_fetch_and_add(&d->active[e & 1], 1);
-	}
-	__u32 cur = d->active[e & 1];
-	__u32 prev = d->active[(e + 1) & 1];
-	__u32 n = cur > prev ? cur : prev;
-	if (!n)
-		n = 1;
+	__u32 ei = 0;
+	__u32 n = count_active(d->active, &ss->dst_epoch_seen, &ss->dst_progress,
+			       skops->bytes_acked, BW_MAX_ACTIVE_BYTES, e, &ei);
 	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
 	ss->dst_pacing = d->rate / n * mss / (mss + seg_header(skops));
 	set_pacing(skops, ss, &d->pacing_sets);

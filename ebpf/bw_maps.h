@@ -91,6 +91,11 @@ struct bw_state {
 #define BW_F_NO_PACING (1u << 1)   /* egress: bucket only, no socket pacing */
 #define BW_F_NO_CLAMP (1u << 2)    /* ingress: no receive-window clamp */
 
+/* The most a socket must move in an epoch to count as active (three segments: a
+ * new bulk flow is counted within its first round trips); user space writes a
+ * smaller bw_state.active_bytes for low rates. */
+#define BW_MAX_ACTIVE_BYTES (3 * 1448)
+
 /* 2^29 ns ~ 537 ms: long enough that sparse bbr flows are seen in every epoch. */
 #define BW_EPOCH_SHIFT 29
 

@@ -86,6 +86,25 @@ static __always_inline int dst_key(struct bpf_sock_ops *skops, struct bw_dst_key
 	return addr_of(skops->family, e.rip4, e.rip6, &k->family, k->addr);
 }
 
+/* Counts a socket in `counts` (an [epoch & 1] pair) for epoch `e` once it has moved
+ * `threshold` since it was last counted (`*seen`, `*last`), and returns the larger of
+ * this and the previous epoch's count, at least 1; `*ei` is the slot it comes from.
+ * Shared by the workload's levels and by local senders to an address. */
+static __always_inline __u32 count_active(__u32 *counts, __u64 *seen, __u64 *last,
+					  __u64 progress, __u64 threshold, __u64 e, __u32 *ei)
+{
+	if (*seen != e && progress - *last >= threshold) {
+		*seen = e;
+		*last = progress;
+		__sync_fetch_and_add(&counts[e & 1], 1);
+	}
+	__u32 cur = counts[e & 1];
+	__u32 prev = counts[(e + 1) & 1];
+	*ei = cur >= prev ? (e & 1) : ((e + 1) & 1);
+	__u32 n = cur > prev ? cur : prev;
+	return n ? n : 1;
+}
+
 /* Count this socket as active in direction `dir` for the current epoch once it has
  * moved `active_bytes` since it was last counted (so a control connection that
  * exchanges a few bytes does not halve everyone's share), and return how many
@@ -113,16 +132,8 @@ static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_s
 			}
 		}
 	}
-	if (slot->epoch_seen[dir] != e && progress - slot->progress[dir] >= s->active_bytes[dir]) {
-		slot->epoch_seen[dir] = e;
-		slot->progress[dir] = progress;
-		__sync_fetch_and_add(&s->active[dir][e & 1], 1);
-	}
-	__u32 cur = s->active[dir][e & 1];
-	__u32 prev = s->active[dir][(e + 1) & 1];
-	*ei = cur >= prev ? (e & 1) : ((e + 1) & 1);
-	__u32 n = cur > prev ? cur : prev;
-	return n ? n : 1;
+	return count_active(s->active[dir], &slot->epoch_seen[dir], &slot->progress[dir],
+			    progress, s->active_bytes[dir], e, ei);
 }
 
 /* This level's share of `rate` (bytes/s) for the socket, work-conserving: sockets
@@ -305,19 +316,24 @@ static __always_inline void count_down(__u32 *c)
 		__sync_val_compare_and_swap(c, v, v - 1);
 }
 
-/* A closing socket stops counting as active: a finished connection must not halve
- * the share of the one that follows it (request/response traffic). */
+/* A closing socket leaves the count (`counts`, an [epoch & 1] pair) it is in, so a
+ * finished connection does not halve the share of the one that follows it
+ * (request/response traffic). */
+static __always_inline void uncount(__u32 *counts, __u64 *seen, __u64 e)
+{
+	__u64 was = *seen;
+	if (was == e || was + 1 == e) {
+		count_down(&counts[was & 1]);
+		*seen = 0;
+	}
+}
+
 static __always_inline void forget_socket(struct bw_state *s, struct bw_sock_slot *slot,
 					  __u64 now)
 {
 	__u64 e = now >> BW_EPOCH_SHIFT;
-	for (int d = 0; d < 2; d++) {
-		__u64 seen = slot->epoch_seen[d];
-		if (seen == e || seen + 1 == e) {
-			count_down(&s->active[d][seen & 1]);
-			slot->epoch_seen[d] = 0;
-		}
-	}
+	for (int d = 0; d < 2; d++)
+		uncount(s->active[d], &slot->epoch_seen[d], e);
 }
 
 #endif /* BW_SOCKETS_H */

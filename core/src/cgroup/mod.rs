@@ -347,15 +347,20 @@ impl CgroupFs {
     /// The [`Cgroup`] at `dir`, a directory this `CgroupFs` resolved (canonical,
     /// under the mount): its path relative to the mount and its id, read once.
     pub fn cgroup(&self, dir: PathBuf) -> Result<Cgroup, CgroupError> {
+        let rel = self.rel_of(&dir)?;
+        let id = fs::metadata(&dir).map_err(io_err(&dir))?.ino();
+        Ok(Cgroup { dir, rel, id })
+    }
+
+    /// `/`-prefixed path of the canonical `dir` relative to the mount.
+    fn rel_of(&self, dir: &Path) -> Result<String, CgroupError> {
         let root = self.canonical_root()?;
         let rel = dir
             .strip_prefix(&root)
             .map_err(|_| self.outside(&dir.display().to_string()))?
             .to_str()
             .ok_or_else(|| invalid(&dir.display().to_string(), "path is not valid UTF-8"))?;
-        let rel = format!("/{rel}");
-        let id = fs::metadata(&dir).map_err(io_err(&dir))?.ino();
-        Ok(Cgroup { dir, rel, id })
+        Ok(format!("/{rel}"))
     }
 
     /// The cgroup v2 directory of a process, from `/proc/<pid>/cgroup`.
@@ -405,15 +410,7 @@ impl CgroupFs {
     /// The path of `dir` relative to the mount, with a leading `/` (the mount itself is
     /// `/`): independent of where the hierarchy is mounted, for display and state.
     pub fn relative(&self, dir: &Path) -> Result<String, CgroupError> {
-        let dir = self.confine_dir(dir)?;
-        let root = self.canonical_root()?;
-        let rel = dir
-            .strip_prefix(&root)
-            .map_err(|_| self.outside(&dir.display().to_string()))?;
-        let rel = rel
-            .to_str()
-            .ok_or_else(|| invalid(&dir.display().to_string(), "path is not valid UTF-8"))?;
-        Ok(format!("/{rel}"))
+        self.rel_of(&self.confine_dir(dir)?)
     }
 
     /// Creates the cgroup `rel` (relative to the mount, leading `/` optional) and any

@@ -92,8 +92,9 @@ pub fn active_bytes(bytes_per_sec: u64) -> u64 {
     ((bytes_per_sec as u128 * epoch_ns / NS_PER_SEC / 64) as u64).clamp(1, MAX_ACTIVE_BYTES)
 }
 
-/// Three segments: what a flow starting up moves in its first round trip.
-pub const MAX_ACTIVE_BYTES: u64 = 3 * 1448;
+/// Three segments: what a flow starting up moves in its first round trip
+/// (`BW_MAX_ACTIVE_BYTES`, which local senders are counted with too).
+pub const MAX_ACTIVE_BYTES: u64 = crate::datapath::abi::ffi::BW_MAX_ACTIVE_BYTES as u64;
 
 /// Window slack in bytes shared by the receiving sockets of a cgroup (the kernel
 /// adds rate x each socket's RTT).
