@@ -129,8 +129,9 @@ static __always_inline struct bw_state *limited_state(struct __sk_buff *skb)
 
 /* Whether the sender of the connection this ACK belongs to is paced on this node:
  * then it arrives at the rate by its pace, and holding its ACKs for the jitter of
- * paced arrivals would only stall it until its loss probe. (Past `mark_ns` of debt
- * the gate holds it all the same.) */
+ * paced arrivals, or for the initial windows of many flows starting at once, would
+ * only stall it until its retransmission timer. Past half of `drop_ns` of debt (the
+ * pacing is not holding) the gate holds it all the same. */
 static __always_inline int peer_paced(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -160,7 +161,7 @@ int bw_egress(struct __sk_buff *skb)
 	if (in->rate && is_pure_ack(&p) && !(s->flags & BW_F_NO_ACK_GATE)) {
 		now = clock_precise();
 		__s64 debt = (__s64)(in->tat - now);
-		if (debt > 0 && !(debt <= (__s64)in->mark_ns && peer_paced(skb))) {
+		if (debt > 0 && !(debt <= (__s64)(in->drop_ns / 2) && peer_paced(skb))) {
 			__sync_fetch_and_add(&s->acks_gated, 1);
 			return BW_VERDICT_DROP;
 		}
