@@ -37,7 +37,7 @@ deps:
 		if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@command -v $(CARGO) >/dev/null || { echo "cargo (Rust >= 1.87) is required: install it with rustup" >&2; exit 1; }
+	@command -v $(CARGO) >/dev/null || { echo "cargo (Rust >= 1.89) is required: install it with rustup" >&2; exit 1; }
 	@modprobe ifb 2>/dev/null || true
 
 build: deps
@@ -71,7 +71,7 @@ test: lint build peers
 
 # Only the end-to-end suite against real containerd.
 e2e: build peers
-	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release
@@ -117,6 +117,8 @@ BENCH_DIR := target/bench
 BENCH_SECONDS ?= 5
 BENCH_REPEATS ?= 2
 BENCH_DELAYS ?= 0.2,2,20
+# Same-node senders and short transfers: the round trips of pod-to-pod traffic.
+BENCH_LOCAL_DELAYS ?= 0.2,2
 bench-report: release peers
 	@mkdir -p $(BENCH_DIR)
 	./target/release/bw-bench --delays $(BENCH_DELAYS) --repeats $(BENCH_REPEATS) --seconds $(BENCH_SECONDS) \
@@ -124,8 +126,14 @@ bench-report: release peers
 	./target/release/nri-synth 10 100 1000 > $(BENCH_DIR)/nri-synth.jsonl
 	./target/release/nri-latency 10 100 > $(BENCH_DIR)/nri-latency.md
 	./target/release/cni-compare $$(( $(BENCH_SECONDS) + 3 )) $(BENCH_REPEATS) > $(BENCH_DIR)/cni.jsonl
+	./target/release/bw-bench --local-senders --delays $(BENCH_LOCAL_DELAYS) --dirs ingress --seconds $(BENCH_SECONDS) \
+		--no-cost --json $(BENCH_DIR)/local-senders.json --out $(BENCH_DIR)/local-senders.md
+	./target/release/bw-bench --transfers --delays $(BENCH_LOCAL_DELAYS) --rates 10M,100M \
+		--json $(BENCH_DIR)/transfers.json --out $(BENCH_DIR)/transfers.md
 	./target/release/bench-report --matrix $(BENCH_DIR)/matrix.json --synth $(BENCH_DIR)/nri-synth.jsonl \
-		--nri-latency $(BENCH_DIR)/nri-latency.md --cni $(BENCH_DIR)/cni.jsonl --out docs/benchmarks.md --img docs/img
+		--nri-latency $(BENCH_DIR)/nri-latency.md --cni $(BENCH_DIR)/cni.jsonl \
+		--local-senders $(BENCH_DIR)/local-senders.json --transfers $(BENCH_DIR)/transfers.json \
+		--out docs/benchmarks.md --img docs/img
 
 clean:
 	$(CARGO) clean

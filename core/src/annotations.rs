@@ -197,6 +197,25 @@ pub fn mentions_bandwidth(ann: &HashMap<String, String>) -> bool {
     })
 }
 
+/// Whether `key` is one this project reads, at any level (burst keys included).
+pub fn is_bandwidth_key(key: &str) -> bool {
+    ALL_POD_KEYS.contains(&key)
+        || key.starts_with(CONTAINER_INGRESS_PREFIX)
+        || key.starts_with(CONTAINER_EGRESS_PREFIX)
+        || key.starts_with(CONTAINER_BURST_PREFIX)
+}
+
+/// The keys of `ann` this project reads, sorted: what decides every limit of a pod.
+pub fn bandwidth_keys(ann: &HashMap<String, String>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = ann
+        .iter()
+        .filter(|(k, _)| is_bandwidth_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

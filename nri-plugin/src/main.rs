@@ -71,6 +71,24 @@ struct Args {
     /// Stop after the first connection ends instead of reconnecting.
     #[arg(long)]
     once: bool,
+    /// Follow annotation changes of running pods and publish Events through the
+    /// Kubernetes API: `auto` when a kubeconfig or the in-cluster account is there,
+    /// `off` never.
+    #[arg(long, value_enum, default_value_t = Watch::Auto, env = "NRI_BANDWIDTH_WATCH")]
+    watch: Watch,
+    /// Kubeconfig for the API (default: the in-cluster service account).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// This node's name as the API knows it (the DaemonSet passes it from the
+    /// downward API); the watch follows only this node's pods.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Watch {
+    Auto,
+    Off,
 }
 
 /// ttrpc logs every broken pipe at ERROR on its own; the connection loop reports
@@ -140,6 +158,8 @@ fn main() -> Result<()> {
         ),
     }
     let plugin = Arc::new(BandwidthPlugin::new(NodeStore::new(dp, cgfs), cfg.policy()));
+    // Limits still pinned from before a restart are not announced again as new.
+    plugin.seed_from_store();
     let metrics = Arc::new(Metrics::default());
     let transport = match launched_fd {
         Some(fd) => Transport::InheritedFd(fd.parse().with_context(|| {
@@ -162,6 +182,19 @@ fn main() -> Result<()> {
                     log::error!("metrics endpoint {addr}: {e}");
                 }
             });
+        }
+        if args.watch == Watch::Off {
+            log::info!("pod watch off (--watch=off): limits follow NRI events only");
+        } else {
+            match nri_plugin::k8s::connect(args.kubeconfig.as_deref(), args.node_name.as_deref())
+                .await
+            {
+                Ok((client, node)) => {
+                    plugin.set_notices(nri_plugin::k8s::events::start(client.clone(), &node));
+                    tokio::spawn(nri_plugin::k8s::watch::run(client, node, plugin.clone()));
+                }
+                Err(why) => log::info!("pod watch off: {why}; limits follow NRI events only"),
+            }
         }
         let service = || -> Arc<dyn Plugin + Send + Sync> {
             Arc::new(PluginService::new(

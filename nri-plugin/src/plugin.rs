@@ -5,11 +5,14 @@
 //! RemoveContainer; reconciliation against the full list the runtime sends at
 //! Synchronize.
 //!
+//! With API access the daemon also hands it a running pod's changed annotations
+//! ([`BandwidthPlugin::annotations_changed`]) and takes its [`Notice`]s for Events.
+//!
 //! The node sits behind the core's [`Store`], so this logic is tested with the
 //! core's fake store, without root.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use nri_bandwidth_core::annotations::{self, BadAnnotation, Requested};
 use nri_bandwidth_core::cgroup::{Cgroup, CgroupError};
@@ -17,12 +20,19 @@ use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_core::policy::{Policy, Verdict};
 use nri_bandwidth_core::store::{Store, StoreError};
 
+use crate::known::{Announce, Registry};
+use crate::notices::{self, Notice, NoticeSink, Severity};
 use crate::nri::proto::nri::{Container, ContainerState, PodSandbox};
 use crate::nri::{Handler, Refusal};
 
 pub struct BandwidthPlugin<S: Store> {
     store: S,
     policy: Mutex<Policy>,
+    reg: Mutex<Registry>,
+    /// One event at a time, runtime's or API's: a pod's limit is decided and set
+    /// by one of them before the other looks.
+    serial: Mutex<()>,
+    notices: Mutex<Option<Arc<dyn NoticeSink>>>,
 }
 
 fn owner(pod: &PodSandbox, container: Option<&Container>) -> Owner {
@@ -82,6 +92,59 @@ impl<S: Store> BandwidthPlugin<S> {
         BandwidthPlugin {
             store,
             policy: Mutex::new(policy),
+            reg: Mutex::new(Registry::default()),
+            serial: Mutex::new(()),
+            notices: Mutex::new(None),
+        }
+    }
+
+    /// Where notices for Events go from now on.
+    pub fn set_notices(&self, sink: Arc<dyn NoticeSink>) {
+        *self.notices.lock().unwrap() = Some(sink);
+    }
+
+    fn tell(&self, owner: &Owner, severity: Severity, reason: &'static str, message: String) {
+        let sink = self.notices.lock().unwrap().clone();
+        if let Some(sink) = sink {
+            sink.notice(Notice::about(owner, severity, reason, message));
+        }
+    }
+
+    /// Records what was set at `owner`'s level; a notice when it is new or changed.
+    fn applied(&self, owner: &Owner, limit: &Limit) {
+        let verb = match self.reg.lock().unwrap().applied(owner, limit) {
+            Announce::Limited => (notices::LIMITED, "limited to"),
+            Announce::Changed => (notices::CHANGED, "limit changed to"),
+            Announce::Nothing => return,
+        };
+        self.tell(
+            owner,
+            Severity::Normal,
+            verb.0,
+            format!("{}: {} {}", owner.describe(), verb.1, limit.describe()),
+        );
+    }
+
+    /// A Warning for malformed values, once per distinct set of them.
+    fn warn_bad(&self, owner: &Owner, bad: &[BadAnnotation], consequence: &str) {
+        if bad.is_empty() || !self.reg.lock().unwrap().warned(owner, bad) {
+            return;
+        }
+        let list: Vec<String> = bad.iter().map(|b| b.to_string()).collect();
+        self.tell(
+            owner,
+            Severity::Warning,
+            notices::INVALID,
+            format!("{}: {}; {consequence}", owner.describe(), list.join("; ")),
+        );
+    }
+
+    /// The limits already pinned for pods, so that finding them again after a
+    /// restart is not announced as new.
+    pub fn seed_from_store(&self) {
+        match self.store.entries() {
+            Ok(e) => self.reg.lock().unwrap().seed_pinned(&e),
+            Err(e) => log::warn!("reading the pinned limits: {e}"),
         }
     }
 
@@ -97,8 +160,15 @@ impl<S: Store> BandwidthPlugin<S> {
         &self.store
     }
 
-    fn judge(&self, what: &str, bad: &[BadAnnotation]) -> Result<(), Refusal> {
-        enforce(self.policy().on_bad_values(what, bad))
+    fn judge(&self, owner: &Owner, bad: &[BadAnnotation]) -> Result<(), Refusal> {
+        let policy = self.policy();
+        let consequence = if policy.strict {
+            "refused (strict)"
+        } else {
+            "it runs without this limit"
+        };
+        self.warn_bad(owner, bad, consequence);
+        enforce(policy.on_bad_values(&owner.describe(), bad))
     }
 
     /// Resolves `spec` and, for a container (`pod` given), checks that it lies
@@ -136,7 +206,7 @@ impl<S: Store> BandwidthPlugin<S> {
         req: Requested,
         owner: Owner,
     ) -> Result<Option<(Cgroup, Limit)>, Refusal> {
-        self.judge(what, &req.bad)?;
+        self.judge(&owner, &req.bad)?;
         let Some(limit) = req.limit else {
             return Ok(None);
         };
@@ -155,9 +225,21 @@ impl<S: Store> BandwidthPlugin<S> {
                     cg.id,
                     limit.describe()
                 );
+                self.applied(&owner, &limit);
                 Ok(Some((cg, limit)))
             }
-            Err(e) => enforce(self.policy().on_failure(what, &e)).map(|()| None),
+            Err(e) => {
+                let msg = e.to_string();
+                if self.reg.lock().unwrap().failed(&owner, &msg) {
+                    self.tell(
+                        &owner,
+                        Severity::Warning,
+                        notices::FAILED,
+                        format!("{what}: the limit could not be set: {msg}"),
+                    );
+                }
+                enforce(self.policy().on_failure(what, &e)).map(|()| None)
+            }
         }
     }
 
@@ -179,6 +261,11 @@ impl<S: Store> BandwidthPlugin<S> {
 
     /// Container limit, once its cgroup exists and before its process runs.
     fn limit_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        let pod = &{
+            let mut reg = self.reg.lock().unwrap();
+            reg.container(pod, c);
+            reg.current(pod)
+        };
         let req = annotations::container(&pod.annotations, &c.name);
         // Bad values were reported at CreateContainer already.
         let req = Requested {
@@ -196,13 +283,9 @@ impl<S: Store> BandwidthPlugin<S> {
     }
 }
 
-impl<S: Store> Handler for BandwidthPlugin<S> {
-    fn configure(&self, policy: Policy) {
-        self.set_policy(policy);
-    }
-
-    /// Pod limit, on the pod's cgroup (shared by all its containers).
-    fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), Refusal> {
+impl<S: Store> BandwidthPlugin<S> {
+    /// The pod-level limit its annotations ask for, on its cgroup.
+    fn limit_pod(&self, pod: &PodSandbox) -> Result<(), Refusal> {
         let what = describe(pod, None);
         let applied = self.apply(
             &what,
@@ -223,11 +306,99 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
         Ok(())
     }
 
+    /// Lifts the limit the annotations set at `owner`'s level, if any.
+    fn unlimit_level(&self, owner: &Owner) {
+        let had = self.reg.lock().unwrap().unapplied(owner);
+        let (uid, lvl) = (owner.pod_uid.clone(), owner.container.clone());
+        self.remove_where(&owner.describe(), |e| {
+            e.pod_uid == uid && e.container == lvl
+        });
+        if had {
+            self.tell(
+                owner,
+                Severity::Normal,
+                notices::UNLIMITED,
+                format!("{}: limit removed", owner.describe()),
+            );
+        }
+    }
+
+    /// A running pod's annotations as the API now has them (the pod watch): its
+    /// limits follow them in place. A limit whose annotation was removed is
+    /// lifted; a malformed new value keeps the current limit and is reported. NRI
+    /// stays the authority for which pods and containers exist: a pod the runtime
+    /// has not announced is left alone (its RunPodSandbox reads the API's view).
+    pub fn annotations_changed(&self, uid: &str, api: &HashMap<String, String>) {
+        let _one = self.serial.lock().unwrap();
+        let changed = self
+            .reg
+            .lock()
+            .unwrap()
+            .api_changed(uid, annotations::bandwidth_keys(api));
+        let Some((pod, containers)) = changed else {
+            return;
+        };
+        log::info!(
+            "{}: bandwidth annotations changed in the API",
+            describe(&pod, None)
+        );
+        let keep = "the current limit stays until the value is fixed";
+        let o = owner(&pod, None);
+        let req = annotations::pod(&pod.annotations);
+        if !req.bad.is_empty() {
+            self.warn_bad(&o, &req.bad, keep);
+        } else if req.limit.is_some() {
+            let _ = self.limit_pod(&pod);
+        } else {
+            self.unlimit_level(&o);
+        }
+        for c in &containers {
+            let o = owner(&pod, Some(c));
+            let req = annotations::container(&pod.annotations, &c.name);
+            if !req.bad.is_empty() {
+                self.warn_bad(&o, &req.bad, keep);
+            } else if req.limit.is_some() {
+                let _ = self.limit_container(&pod, c);
+            } else {
+                self.unlimit_level(&o);
+            }
+        }
+    }
+
+    /// The API deleted the pod (the runtime's RemovePodSandbox removes its limits).
+    pub fn pod_deleted(&self, uid: &str) {
+        self.reg.lock().unwrap().api_deleted(uid);
+    }
+
+    /// The watch listed every pod of the node again: exactly `uids`.
+    pub fn pods_relisted(&self, uids: &HashSet<String>) {
+        self.reg.lock().unwrap().api_relisted(uids);
+    }
+
+    fn pod_sandbox(&self, pod: &PodSandbox) -> Result<(), Refusal> {
+        let pod = &self.reg.lock().unwrap().announce(pod);
+        self.limit_pod(pod)
+    }
+}
+
+impl<S: Store> Handler for BandwidthPlugin<S> {
+    fn configure(&self, policy: Policy) {
+        self.set_policy(policy);
+    }
+
+    /// Pod limit, on the pod's cgroup (shared by all its containers).
+    fn run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), Refusal> {
+        let _one = self.serial.lock().unwrap();
+        self.pod_sandbox(pod)
+    }
+
     /// Validation only: the container's cgroup does not exist yet, but in strict
     /// mode this is the last event whose error fails container creation.
     fn create_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        let _one = self.serial.lock().unwrap();
+        let pod = &self.reg.lock().unwrap().current(pod);
         self.judge(
-            &describe(pod, Some(c)),
+            &owner(pod, Some(c)),
             &annotations::container(&pod.annotations, &c.name).bad,
         )
     }
@@ -236,6 +407,7 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
     /// container; containerd only when the container is started (its task), so
     /// there this waits for StartContainer.
     fn post_create_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        let _one = self.serial.lock().unwrap();
         match container_cgroup(c) {
             Some(cg) if self.store.resolve(&cg).is_ok() => self.limit_container(pod, c),
             _ => {
@@ -249,10 +421,13 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
     }
 
     fn start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), Refusal> {
+        let _one = self.serial.lock().unwrap();
         self.limit_container(pod, c)
     }
 
     fn remove_pod_sandbox(&self, pod: &PodSandbox) {
+        let _one = self.serial.lock().unwrap();
+        self.reg.lock().unwrap().remove_pod(pod);
         let uid = pod.uid.clone();
         self.remove_where(&describe(pod, None), |e| {
             !uid.is_empty() && e.pod_uid == uid
@@ -260,6 +435,8 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
     }
 
     fn remove_container(&self, pod: &PodSandbox, c: &Container) {
+        let _one = self.serial.lock().unwrap();
+        self.reg.lock().unwrap().remove_container(pod, c);
         let id = c.id.clone();
         self.remove_where(&describe(pod, Some(c)), |e| {
             !id.is_empty() && e.container_id == id
@@ -270,9 +447,10 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
     /// (pods created while we were away), removes what belongs to pods and
     /// containers that are gone. Limits set by hand or by the hook are left alone.
     fn synchronize(&self, pods: &[PodSandbox], containers: &[Container]) {
+        let _one = self.serial.lock().unwrap();
         let by_id: HashMap<&str, &PodSandbox> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
         for pod in pods {
-            let _ = self.run_pod_sandbox(pod);
+            let _ = self.pod_sandbox(pod);
         }
         let live = |c: &&Container| {
             matches!(
@@ -291,6 +469,7 @@ impl<S: Store> Handler for BandwidthPlugin<S> {
             .filter(live)
             .map(|c| c.id.as_str())
             .collect();
+        self.reg.lock().unwrap().retain_live(&uids, &ids);
         self.remove_where("synchronize", |e| {
             !uids.contains(e.pod_uid.as_str())
                 || (!e.container_id.is_empty() && !ids.contains(e.container_id.as_str()))
@@ -516,6 +695,145 @@ mod tests {
         assert!(
             h.store.addresses("/kp/u8").is_empty(),
             "no ingress limit, no pacing"
+        );
+    }
+
+    /// Collects notices for the Events tests.
+    #[derive(Default)]
+    struct Notices(Mutex<Vec<Notice>>);
+
+    impl NoticeSink for Notices {
+        fn notice(&self, n: Notice) {
+            self.0.lock().unwrap().push(n);
+        }
+    }
+
+    fn watched() -> (BandwidthPlugin<FakeStore>, Arc<Notices>) {
+        let h = handler();
+        let n = Arc::new(Notices::default());
+        h.set_notices(n.clone());
+        (h, n)
+    }
+
+    fn reasons(n: &Notices) -> Vec<&'static str> {
+        n.0.lock().unwrap().drain(..).map(|n| n.reason).collect()
+    }
+
+    fn api(ann: &[(&str, &str)]) -> HashMap<String, String> {
+        ann.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_annotation_changed_in_the_api_changes_the_running_pods_limit() {
+        let (h, n) = watched();
+        let p = pod("w1", "/kp/w1", &[(annotations::K8S_INGRESS, "10M")]);
+        h.run_pod_sandbox(&p).unwrap();
+        assert_eq!(reasons(&n), [notices::LIMITED]);
+        // The API view carries other annotations too; only ours count.
+        let mut now = api(&[(annotations::K8S_INGRESS, "20M"), ("other", "x")]);
+        h.annotations_changed("w1", &now);
+        assert_eq!(limits(&h), vec![("/kp/w1".into(), Some(20_000_000), None)]);
+        assert_eq!(reasons(&n), [notices::CHANGED]);
+        // The same view again (a resync) changes and announces nothing.
+        h.annotations_changed("w1", &now);
+        assert!(reasons(&n).is_empty());
+        // A malformed value keeps the current limit, with one Warning per value.
+        now.insert(annotations::K8S_INGRESS.into(), "20 Mbps".into());
+        h.annotations_changed("w1", &now);
+        h.annotations_changed("w1", &now);
+        assert_eq!(limits(&h), vec![("/kp/w1".into(), Some(20_000_000), None)]);
+        let warned = n.0.lock().unwrap().clone();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert_eq!(warned[0].severity, Severity::Warning);
+        assert!(
+            warned[0]
+                .message
+                .contains("kubernetes.io/ingress-bandwidth")
+                && warned[0].message.contains("20 Mbps"),
+            "{}",
+            warned[0].message
+        );
+        reasons(&n);
+        // Removed: unlimited.
+        h.annotations_changed("w1", &api(&[("other", "x")]));
+        assert!(limits(&h).is_empty());
+        assert_eq!(reasons(&n), [notices::UNLIMITED]);
+        // Added again on the running pod.
+        h.annotations_changed("w1", &api(&[(annotations::K8S_EGRESS, "5M")]));
+        assert_eq!(limits(&h), vec![("/kp/w1".into(), None, Some(5_000_000))]);
+        assert_eq!(reasons(&n), [notices::LIMITED]);
+    }
+
+    #[test]
+    fn container_keys_follow_the_api_and_other_pods_are_left_alone() {
+        let (h, n) = watched();
+        let p = pod("w2", "/kp/w2", &[]);
+        h.run_pod_sandbox(&p).unwrap();
+        let c = container(&p, "web");
+        h.start_container(&p, &c).unwrap();
+        assert!(limits(&h).is_empty());
+        h.annotations_changed(
+            "w2",
+            &api(&[("egress-bandwidth.nri-bandwidth.io/web", "3M")]),
+        );
+        assert_eq!(
+            limits(&h),
+            vec![("/kp/w2/w2-web".into(), None, Some(3_000_000))]
+        );
+        assert_eq!(reasons(&n), [notices::LIMITED]);
+        // A pod the runtime never announced: nothing to limit yet.
+        h.annotations_changed("stranger", &api(&[(annotations::K8S_INGRESS, "1M")]));
+        assert_eq!(limits(&h).len(), 1);
+        // Removed containers are forgotten: a later change does not touch them.
+        h.remove_container(&p, &c);
+        h.annotations_changed(
+            "w2",
+            &api(&[("egress-bandwidth.nri-bandwidth.io/web", "4M")]),
+        );
+        assert!(limits(&h).is_empty(), "{:?}", limits(&h));
+    }
+
+    #[test]
+    fn the_apis_newer_view_wins_over_the_runtimes_copy_whichever_comes_first() {
+        let (h, n) = watched();
+        // The watch saw the change before the runtime (re)announced the pod, as
+        // after a daemon restart: Synchronize carries the creation-time value.
+        h.annotations_changed("w3", &api(&[(annotations::K8S_INGRESS, "30M")]));
+        let p = pod("w3", "/kp/w3", &[(annotations::K8S_INGRESS, "10M")]);
+        h.synchronize(std::slice::from_ref(&p), &[]);
+        assert_eq!(limits(&h), vec![("/kp/w3".into(), Some(30_000_000), None)]);
+        // A second Synchronize (reconnect) announces nothing new.
+        reasons(&n);
+        h.synchronize(std::slice::from_ref(&p), &[]);
+        assert!(reasons(&n).is_empty());
+        // Deleted in the API and removed by the runtime: nothing remembered.
+        h.pod_deleted("w3");
+        h.remove_pod_sandbox(&p);
+        assert!(h.reg.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_values_at_creation_are_a_warning_once() {
+        let (h, n) = watched();
+        let p = pod("w4", "/kp/w4", &[(annotations::K8S_EGRESS, "fast")]);
+        h.run_pod_sandbox(&p).unwrap();
+        h.synchronize(std::slice::from_ref(&p), &[]);
+        let got = n.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (
+                got[0].reason,
+                got[0].namespace.as_str(),
+                got[0].pod.as_str()
+            ),
+            (notices::INVALID, "default", "w4")
+        );
+        assert!(
+            got[0].message.contains("runs without this limit"),
+            "{}",
+            got[0].message
         );
     }
 }

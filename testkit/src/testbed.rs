@@ -440,10 +440,10 @@ fn enter_on_exec(
             if !ok {
                 return Err(io::Error::last_os_error());
             }
-            if let Some(ns) = &ns {
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            if let Some(ns) = &ns
+                && libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });

@@ -168,10 +168,10 @@ fn non_loopback_ifindex() -> Result<u32, String> {
         if e.file_name() == "lo" {
             continue;
         }
-        if let Ok(s) = std::fs::read_to_string(e.path().join("ifindex")) {
-            if let Ok(i) = s.trim().parse::<u32>() {
-                best = Some(best.map_or(i, |b: u32| b.min(i)));
-            }
+        if let Ok(s) = std::fs::read_to_string(e.path().join("ifindex"))
+            && let Ok(i) = s.trim().parse::<u32>()
+        {
+            best = Some(best.map_or(i, |b: u32| b.min(i)));
         }
     }
     best.ok_or_else(|| "no network interface other than lo in this namespace".into())

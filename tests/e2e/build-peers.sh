@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real peers the end-to-end tests drive, from their Go modules (nothing
 # prebuilt is downloaded): containerd 2.x, its runc shim and ctr, crictl, and the
-# CNI plugins (bridge, host-local, loopback, portmap, and bandwidth for comparison).
+# CNI plugins (bridge, host-local, loopback, portmap, and bandwidth for comparison),
+# and helm (to render the chart in charts/).
 # Idempotent: a peer already built at the pinned version is kept.
 #
 # usage: tests/e2e/build-peers.sh [OUT_DIR]    (default: .cache/peers)
@@ -12,6 +13,7 @@ CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 CONTAINERD17_VERSION=${CONTAINERD17_VERSION-}
 CRI_TOOLS_VERSION=${CRI_TOOLS_VERSION:-v1.34.0}
 CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.9.1}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
 
 out=$(realpath -m "${1:-.cache/peers}")
 bin="$out/bin"
@@ -46,4 +48,5 @@ build "$bin" sigs.k8s.io/cri-tools "$CRI_TOOLS_VERSION" cmd/crictl
 build "$out/cni" github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION" \
     plugins/main/bridge plugins/main/loopback plugins/ipam/host-local \
     plugins/meta/portmap plugins/meta/bandwidth
+build "$bin" helm.sh/helm/v3 "$HELM_VERSION" cmd/helm
 echo "$bin" >&2

@@ -88,6 +88,19 @@ fn check_daemonset(path: &Path, doc: &serde_yaml::Value) {
     }
     assert_eq!(socket, DEFAULT_SOCKET);
 
+    // The pod watch learns its node from the downward API.
+    let node_env = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "NODE_NAME")
+        .unwrap_or_else(|| panic!("{where_}: no NODE_NAME"));
+    assert_eq!(
+        node_env["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        Some("spec.nodeName"),
+        "{where_}"
+    );
+
     // Each host path is mounted at the same path, so the binary's defaults hold.
     let volumes = spec["volumes"].as_sequence().unwrap();
     let mounts = c["volumeMounts"].as_sequence().unwrap();
@@ -119,6 +132,80 @@ fn check_daemonset(path: &Path, doc: &serde_yaml::Value) {
         .collect();
     assert_eq!(added, unit_capabilities(), "{where_}: capabilities");
     assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
+}
+
+/// Every document of a YAML stream.
+fn yaml_docs(path: &Path, text: &str) -> Vec<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| {
+            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The role grants what the pod watch and Events need and nothing more, and is
+/// bound to the account the DaemonSet runs as.
+fn check_rbac(path: &Path, docs: &[serde_yaml::Value]) {
+    let where_ = path.display();
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("{where_}: no {kind}"))
+    };
+    let (sa, role, binding) = (
+        of("ServiceAccount"),
+        of("ClusterRole"),
+        of("ClusterRoleBinding"),
+    );
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_sequence().unwrap() {
+        for group in rule["apiGroups"].as_sequence().unwrap() {
+            for res in rule["resources"].as_sequence().unwrap() {
+                for verb in rule["verbs"].as_sequence().unwrap() {
+                    granted.insert(format!(
+                        "{}/{}:{}",
+                        group.as_str().unwrap(),
+                        res.as_str().unwrap(),
+                        verb.as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    let want: BTreeSet<String> = [
+        "/pods:get",
+        "/pods:list",
+        "/pods:watch",
+        "events.k8s.io/events:create",
+        "events.k8s.io/events:patch",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(
+        granted, want,
+        "{where_}: exactly the watch's and Events' rights"
+    );
+    assert_eq!(
+        binding["roleRef"]["name"], role["metadata"]["name"],
+        "{where_}"
+    );
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["name"], sa["metadata"]["name"], "{where_}");
+    assert_eq!(
+        subject["namespace"], sa["metadata"]["namespace"],
+        "{where_}"
+    );
+    let ds = yaml_docs(path, &read(&path.with_file_name("daemonset.yaml")));
+    let ds_spec = &ds[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        ds_spec["serviceAccountName"], sa["metadata"]["name"],
+        "{where_}"
+    );
+    assert_eq!(
+        ds[0]["metadata"]["namespace"], sa["metadata"]["namespace"],
+        "{where_}"
+    );
 }
 
 /// Every bandwidth annotation parses, asks for something, and a container key
@@ -223,12 +310,17 @@ fn examples_parse_and_match_the_binaries() {
         let text = read(&path);
         match path.extension().and_then(|x| x.to_str()) {
             Some("yaml") => {
-                let doc: serde_yaml::Value = serde_yaml::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                match doc["kind"].as_str() {
-                    Some("DaemonSet") => check_daemonset(&path, &doc),
-                    Some("Pod") => check_pod(&path, &doc),
-                    other => panic!("{}: no check for kind {other:?}", path.display()),
+                let docs = yaml_docs(&path, &text);
+                if docs.iter().any(|d| d["kind"] == "ClusterRole") {
+                    check_rbac(&path, &docs);
+                } else {
+                    for doc in &docs {
+                        match doc["kind"].as_str() {
+                            Some("DaemonSet") => check_daemonset(&path, doc),
+                            Some("Pod") => check_pod(&path, doc),
+                            other => panic!("{}: no check for kind {other:?}", path.display()),
+                        }
+                    }
                 }
             }
             // CRI-O drop-ins are TOML named .conf.
@@ -252,6 +344,7 @@ fn examples_parse_and_match_the_binaries() {
     }
     for want in [
         "daemonset.yaml",
+        "rbac.yaml",
         "pod-bandwidth.yaml",
         "container-bandwidth.yaml",
         "burst.yaml",

@@ -75,16 +75,16 @@ impl CgroupFs {
                 ));
             }
         }
-        if let Some(own) = self.own_cgroup() {
-            if own.starts_with(&cg.dir) {
-                return Err(refused(
-                    cg,
-                    format!(
-                        "it holds the process setting the limit ({}): the runtime or the daemon itself",
-                        own.display()
-                    ),
-                ));
-            }
+        if let Some(own) = self.own_cgroup()
+            && own.starts_with(&cg.dir)
+        {
+            return Err(refused(
+                cg,
+                format!(
+                    "it holds the process setting the limit ({}): the runtime or the daemon itself",
+                    own.display()
+                ),
+            ));
         }
         Ok(())
     }

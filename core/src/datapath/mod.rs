@@ -389,10 +389,10 @@ impl Datapath {
         // reconcile (and the operator) can see and remove them.
         if let Ok(rd) = std::fs::read_dir(self.dir.join("links")) {
             for e in rd.flatten() {
-                if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) {
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
+                if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok())
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
                 }
             }
         }

@@ -167,13 +167,13 @@ impl MapInfo {
                 self.key_size, key.0, key.1
             ));
         }
-        if let Some((len, what)) = value {
-            if self.value_size as usize != len {
-                return bad(format!(
-                    "map has value size {}, expected {len} ({what})",
-                    self.value_size
-                ));
-            }
+        if let Some((len, what)) = value
+            && self.value_size as usize != len
+        {
+            return bad(format!(
+                "map has value size {}, expected {len} ({what})",
+                self.value_size
+            ));
         }
         Ok(())
     }

@@ -6,14 +6,19 @@
 //!   the delay line's ceiling and the ours-vs-tbf matrix at each delay);
 //! * `--synth`: nri-synth's JSON lines (plugin RSS and latency at 10/100/1000 pods);
 //! * `--nri-latency`: nri-latency's markdown table (real containerd, 10/100 pods);
-//! * `--cni`: cni-compare's JSON lines (real CNI bandwidth plugin via containerd).
+//! * `--cni`: cni-compare's JSON lines (real CNI bandwidth plugin via containerd);
+//! * `--local-senders`: bw-bench --local-senders' JSON (same-node senders paced);
+//! * `--transfers`: bw-bench --transfers' JSON (short transfer completion times).
 //!
 //! This file only wires the sections together; each lives in its own module.
 
 mod charts;
 mod cni;
 mod cost;
+mod goals;
+mod local;
 mod matrix;
+mod transfers;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +29,10 @@ use clap::Parser;
 use charts::draw_charts;
 use cni::cni_section;
 use cost::cost;
+use goals::goals;
+use local::local_senders;
 use matrix::{ceiling, headline, losses, matrices, method};
+use transfers::transfers;
 use values::{Out, f, read_json, read_lines};
 
 #[derive(Parser)]
@@ -41,6 +49,10 @@ struct Args {
     nri_latency: PathBuf,
     #[arg(long)]
     cni: PathBuf,
+    #[arg(long)]
+    local_senders: Option<PathBuf>,
+    #[arg(long)]
+    transfers: Option<PathBuf>,
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Directory for the PNG charts (linked relative to --out).
@@ -53,6 +65,8 @@ fn main() -> Result<()> {
     let m = read_json(&a.matrix)?;
     let synth = read_lines(&a.synth)?;
     let cni = read_lines(&a.cni)?;
+    let local = a.local_senders.as_deref().map(read_json).transpose()?;
+    let xfers = a.transfers.as_deref().map(read_json).transpose()?;
     let nri_latency = std::fs::read_to_string(&a.nri_latency)
         .with_context(|| format!("reading {}", a.nri_latency.display()))?;
     std::fs::create_dir_all(&a.img)?;
@@ -90,6 +104,7 @@ fn main() -> Result<()> {
     ));
 
     headline(&mut o, &cells, &delays);
+    goals(&mut o, &m, &cells, &delays);
     method(&mut o, meta);
     ceiling(&mut o, &m);
     let charts_done = draw_charts(&a.img, &img_rel, &cells, &delays, &cni, &mut o);
@@ -98,6 +113,14 @@ fn main() -> Result<()> {
     }
     matrices(&mut o, &cells, &delays);
     losses(&mut o, &cells);
+    if let Some(local) = &local {
+        local_senders(&mut o, local, &cells);
+    }
+    if let Some(t) = &xfers
+        && let Err(e) = transfers(&a.img, &img_rel, t, &mut o)
+    {
+        anyhow::bail!("drawing the transfer chart: {e}");
+    }
     cni_section(&mut o, &cni);
     cost(&mut o, &m, &synth, &nri_latency);
 

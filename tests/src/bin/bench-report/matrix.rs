@@ -214,7 +214,8 @@ pub fn losses(o: &mut Out, cells: &[Value]) {
         o.l(format!(
             "{n} cell(s). Ingress retransmissions come from the ACK gate: when the window cannot hold the \
              rate, the sender is stalled by withheld ACKs and restarted by its tail-loss probe, which TCP \
-             counts as a retransmission (see README, \"Why this algorithm\")."
+             counts as a retransmission (docs/design.md, \"Remote senders at data-center round trips\", \
+             has the arithmetic)."
         ));
     }
 }

@@ -31,10 +31,10 @@ pub struct PinRoot(pub PathBuf);
 
 impl Drop for PinRoot {
     fn drop(&mut self) {
-        if self.0.exists() {
-            if let Err(e) = limiter::remove_tree(&self.0) {
-                eprintln!("bw-bench: removing {}: {e}", self.0.display());
-            }
+        if self.0.exists()
+            && let Err(e) = limiter::remove_tree(&self.0)
+        {
+            eprintln!("bw-bench: removing {}: {e}", self.0.display());
         }
         // Same name as limiter.rs gives the lock of a pin root.
         let name: String = self

@@ -71,11 +71,11 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     };
-    if let Some(p) = &args.out {
-        if let Err(e) = std::fs::write(p, &report.md) {
-            eprintln!("bw-bench: writing {}: {e}", p.display());
-            code = ExitCode::from(1);
-        }
+    if let Some(p) = &args.out
+        && let Err(e) = std::fs::write(p, &report.md)
+    {
+        eprintln!("bw-bench: writing {}: {e}", p.display());
+        code = ExitCode::from(1);
     }
     if let Some(p) = &args.json {
         let written = serde_json::to_string_pretty(&results)

@@ -103,10 +103,10 @@ pub fn matrix(a: &Args, results: &mut Results, report: &mut Report) -> Result<()
     };
     let cgfs = CgroupFs::detect().context("finding the cgroup v2 mount")?;
 
-    if let (Some(dp), n) = (&dp, a.attach_cgroups) {
-        if n > 0 {
-            attach_section(dp, &cgfs, n, results, report)?;
-        }
+    if let (Some(dp), n) = (&dp, a.attach_cgroups)
+        && n > 0
+    {
+        attach_section(dp, &cgfs, n, results, report)?;
     }
     if a.cpu && !interrupted() {
         cpu_section(a, dp.as_ref().filter(|_| want_ours), &cgfs, results, report)?;
