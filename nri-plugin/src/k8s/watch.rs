@@ -74,9 +74,16 @@ pub async fn run<S: Store>(client: Client, node: String, plugin: Arc<BandwidthPl
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
         };
+        let ann = annotations(&pod);
+        log::debug!(
+            "pod watch: {}/{} ({uid}) {}, {} bandwidth key(s)",
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod.metadata.name.as_deref().unwrap_or(""),
+            if gone { "deleted" } else { "seen" },
+            nri_bandwidth_core::annotations::bandwidth_keys(&ann).len()
+        );
         let p = plugin.clone();
         // The plugin may wait on the pin-root lock: off the async workers.
-        let ann = annotations(&pod);
         let done = tokio::task::spawn_blocking(move || {
             if gone {
                 p.pod_deleted(&uid);
