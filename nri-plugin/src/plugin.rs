@@ -281,9 +281,7 @@ impl<S: Store> BandwidthPlugin<S> {
         )
         .map(|_| ())
     }
-}
 
-impl<S: Store> BandwidthPlugin<S> {
     /// The pod-level limit its annotations ask for, on its cgroup.
     fn limit_pod(&self, pod: &PodSandbox) -> Result<(), Refusal> {
         let what = describe(pod, None);
@@ -342,26 +340,34 @@ impl<S: Store> BandwidthPlugin<S> {
             "{}: bandwidth annotations changed in the API",
             describe(&pod, None)
         );
-        let keep = "the current limit stays until the value is fixed";
-        let o = owner(&pod, None);
-        let req = annotations::pod(&pod.annotations);
-        if !req.bad.is_empty() {
-            self.warn_bad(&o, &req.bad, keep);
-        } else if req.limit.is_some() {
-            let _ = self.limit_pod(&pod);
-        } else {
-            self.unlimit_level(&o);
-        }
+        self.follow(
+            &owner(&pod, None),
+            annotations::pod(&pod.annotations),
+            || self.limit_pod(&pod),
+        );
         for c in &containers {
-            let o = owner(&pod, Some(c));
-            let req = annotations::container(&pod.annotations, &c.name);
-            if !req.bad.is_empty() {
-                self.warn_bad(&o, &req.bad, keep);
-            } else if req.limit.is_some() {
-                let _ = self.limit_container(&pod, c);
-            } else {
-                self.unlimit_level(&o);
-            }
+            self.follow(
+                &owner(&pod, Some(c)),
+                annotations::container(&pod.annotations, &c.name),
+                || self.limit_container(&pod, c),
+            );
+        }
+    }
+
+    /// One level of a running pod follows what its annotations now ask: a
+    /// malformed value keeps the current limit (reported), a limit is set in place
+    /// by `set`, no limit lifts the one there was.
+    fn follow(&self, owner: &Owner, req: Requested, set: impl FnOnce() -> Result<(), Refusal>) {
+        if !req.bad.is_empty() {
+            self.warn_bad(
+                owner,
+                &req.bad,
+                "the current limit stays until the value is fixed",
+            );
+        } else if req.limit.is_some() {
+            let _ = set();
+        } else {
+            self.unlimit_level(owner);
         }
     }
 

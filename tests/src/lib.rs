@@ -17,6 +17,15 @@ use std::path::PathBuf;
 pub use nri_bandwidth_core::rate::human_bps;
 pub use nri_bandwidth_testkit::{PRIVILEGED_ENV, privileged};
 
+/// A transfer size for tables: `10 KB`, `1 MB` (the benchmark's and its report's).
+pub fn human_size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{} MB", bytes / 1_000_000)
+    } else {
+        format!("{} KB", bytes / 1000)
+    }
+}
+
 /// A pin root private to one test, so tests never touch the host's real limits
 /// and can assert that they leave nothing behind.
 pub fn test_pin_root(tag: &str) -> PathBuf {

@@ -5,20 +5,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use nri_bandwidth_tests::human_size;
 use nri_bandwidth_tests::report_charts::{self as charts, OURS, TBF};
 use serde_json::Value;
 
 use crate::values::{Out, delay_name, f, rate_name};
 
 type Res = std::result::Result<(), String>;
-
-fn size_name(b: u64) -> String {
-    if b >= 1_000_000 {
-        format!("{} MB", b / 1_000_000)
-    } else {
-        format!("{} KB", b / 1000)
-    }
-}
 
 /// (p50, p99) of one limiter in a row.
 fn times(row: &Value, who: &str) -> Option<(f64, f64)> {
@@ -61,7 +54,7 @@ pub fn transfers(dir: &Path, rel: &str, t: &Value, o: &mut Out) -> Res {
             "| {} | {} | {} | {:.1} | {} | {} | {} | {ratio} |",
             delay_name(f(&r["delay_ms"])),
             rate_name(r["limit_bps"].as_u64().unwrap_or(0)),
-            size_name(r["size_bytes"].as_u64().unwrap_or(0)),
+            human_size(r["size_bytes"].as_u64().unwrap_or(0)),
             ideal_ms(r),
             show(times(r, "none")),
             show(ours),

@@ -14,6 +14,7 @@ use nri_bandwidth_core::cgroup::CgroupFs;
 use nri_bandwidth_core::datapath::Datapath;
 use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_testkit::quantile;
+use nri_bandwidth_tests::human_size;
 use nri_bandwidth_tests::tbf::{Direction, Tbf};
 use serde::Serialize;
 
@@ -154,12 +155,4 @@ pub fn transfers_section(
         }
     }
     Ok(())
-}
-
-fn human_size(b: u64) -> String {
-    if b >= 1_000_000 {
-        format!("{} MB", b / 1_000_000)
-    } else {
-        format!("{} KB", b / 1000)
-    }
 }
