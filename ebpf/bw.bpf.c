@@ -239,6 +239,15 @@ int bw_sockops(struct bpf_sock_ops *skops)
 {
 	__u32 op = skops->op;
 
+	if (op == BPF_SOCK_OPS_RWND_INIT) {
+		/* Runs for a request socket too (skops->sk is NULL then), in the
+		 * listener's cgroup: the window of both our SYN and our SYN-ACK. */
+		struct bw_state *s = bpf_get_local_storage(&bw_state, 0);
+		if (s && s->cgid &&
+		    !(skops->family == 2 && (bpf_ntohl(skops->remote_ip4) >> 24) == 127))
+			skops->reply = initial_window(skops, s);
+		return 1;
+	}
 	if (op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB &&
 	    op != BPF_SOCK_OPS_RTT_CB && op != BPF_SOCK_OPS_HDR_OPT_LEN_CB &&
 	    op != BPF_SOCK_OPS_STATE_CB)

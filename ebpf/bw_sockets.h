@@ -307,6 +307,27 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 	ss->clamp_applied = want == MAX_WINDOW_CLAMP ? 0 : want;
 }
 
+/* Segments of receive window offered in the handshake (SYN or SYN-ACK), or 0 for
+ * the kernel's default. Once offered a window cannot be taken back, and the
+ * default (about 64 KB) is seconds of a low limit: many flows opening together
+ * would each send it at once, the gate would hold their ACKs and their
+ * retransmission timers would back off for a second or more. So the handshake
+ * offers the slack the clamp allows (`clamp_budget`), at least two segments (the
+ * receiver ACKs at once from two) and at most ten (a sender's initial window, so
+ * a high limit loses nothing: the window grows with the data from there). */
+static __always_inline __u32 initial_window(struct bpf_sock_ops *skops, struct bw_state *s)
+{
+	if (!s->dir[BW_DIR_INGRESS].rate || (s->flags & BW_F_NO_CLAMP))
+		return 0;
+	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	__u64 segs = s->clamp_budget / mss;
+	if (segs < 2)
+		segs = 2;
+	if (segs > 10)
+		segs = 10;
+	return (__u32)segs;
+}
+
 /* Takes one off an epoch's count unless another CPU moved it meanwhile (then the
  * count stays one high until the epoch ends, never wraps below zero). */
 static __always_inline void count_down(__u32 *c)

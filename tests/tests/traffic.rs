@@ -379,3 +379,68 @@ fn a_local_sender_is_paced_at_the_receivers_ingress_limit() {
     assert!(e.dp.detach_senders(scope.id).unwrap());
     let _ = std::fs::remove_dir(&scope_dir);
 }
+
+/// The send window the peer of `s` offered in its handshake (nothing else has
+/// been exchanged yet, so it is the SYN's or SYN-ACK's window).
+fn offered_window(s: &std::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; the kernel fills at most `len` bytes of it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_snd_wnd
+}
+
+/// A window offered in the handshake cannot be taken back, and the default
+/// (about 64 KB) is half a second of 1M: a limited workload offers a few
+/// segments instead, both as the server (SYN-ACK) and as the client (SYN).
+#[test]
+fn a_limited_workload_offers_a_small_window_in_the_handshake() {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    let Some((_g, mut e)) = env("rwnd") else {
+        return;
+    };
+    let server = SocketAddr::new(e.tb.peer_v4, PORT);
+    let as_server = || {
+        let s = TcpStream::connect_timeout(&server, Duration::from_secs(5)).unwrap();
+        offered_window(&s)
+    };
+    let listener = TcpListener::bind(SocketAddr::new(e.tb.host_v4, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let as_client = |e: &mut Env| {
+        // bash's /dev/tcp: a client inside the workload that holds its connection.
+        let script = format!("exec 3<>/dev/tcp/{}/{port}; sleep 2", e.tb.host_v4);
+        e.tb.spawn_in_workload("bash", &["-c", &script]).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        offered_window(&s)
+    };
+    let (free_server, free_client) = (as_server(), as_client(&mut e));
+    limit(&e, Some("1M"), None);
+    let (held_server, held_client) = (as_server(), as_client(&mut e));
+    eprintln!(
+        "offered windows: unlimited {free_server}/{free_client} B, 1M ingress \
+         {held_server}/{held_client} B (as server/as client)"
+    );
+    for (what, free, held) in [
+        ("server", free_server, held_server),
+        ("client", free_client, held_client),
+    ] {
+        assert!(
+            free > 20_000,
+            "unlimited as {what}: the kernel's default window, got {free} B"
+        );
+        assert!(
+            (2_000..=4 * 1500).contains(&held),
+            "limited to 1M as {what}: two segments, got {held} B"
+        );
+    }
+}
