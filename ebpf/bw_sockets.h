@@ -284,7 +284,11 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
 		ss->peer_paced = paced;
 		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 + (paced ? slack : 0) : bdp + slack;
-		/* Below two segments the receiver stops ACKing at once (delayed ACK). */
+		/* Senders send whole segments: a window just short of the next one
+		 * holds a flow whose BDP is a few segments well below the rate (10M at
+		 * 4 ms RTT: 3 segments, 0.87), so round up and leave the rest to the
+		 * gate. Below two segments the receiver stops ACKing at once. */
+		w = (w + mss - 1) / mss * mss;
 		if (w < 2 * mss)
 			w = 2 * mss;
 		if (w > 0x3fffffff)
@@ -312,15 +316,18 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
  * default (about 64 KB) is seconds of a low limit: many flows opening together
  * would each send it at once, the gate would hold their ACKs and their
  * retransmission timers would back off for a second or more. So the handshake
- * offers the slack the clamp allows (`clamp_budget`), at least two segments (the
- * receiver ACKs at once from two) and at most ten (a sender's initial window, so
- * a high limit loses nothing: the window grows with the data from there). */
+ * offers what the bucket holds (20 ms of the rate, `clamp_budget` being 1 ms), at
+ * least two segments (the receiver ACKs at once from two) and at most ten (a
+ * sender's initial window, so a high limit loses nothing: the window grows with
+ * the data from there). */
 static __always_inline __u32 initial_window(struct bpf_sock_ops *skops, struct bw_state *s)
 {
 	if (!s->dir[BW_DIR_INGRESS].rate || (s->flags & BW_F_NO_CLAMP))
 		return 0;
 	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
-	__u64 segs = s->clamp_budget / mss;
+	/* 20 ms of the rate (the default bucket): at 1M two segments, from 10M a
+	 * full initial window, so a short transfer is not held to two segments. */
+	__u64 segs = s->clamp_budget * 20 / mss;
 	if (segs < 2)
 		segs = 2;
 	if (segs > 10)
