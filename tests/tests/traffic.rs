@@ -438,9 +438,12 @@ fn a_limited_workload_offers_a_small_window_in_the_handshake() {
             free > 20_000,
             "unlimited as {what}: the kernel's default window, got {free} B"
         );
+        // Two segments in the handshake; as the client, what the peer holds is
+        // already the third packet's window: the clamp's whole segments, rounded
+        // up to the window scale.
         assert!(
-            (2_000..=4 * 1500).contains(&held),
-            "limited to 1M as {what}: two segments, got {held} B"
+            (2_000..=8_192).contains(&held),
+            "limited to 1M as {what}: a few segments, got {held} B"
         );
     }
 }
