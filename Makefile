@@ -10,7 +10,7 @@ PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 export PATH := $(PATH):/usr/local/go/bin
 PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench bench-nri bench-report e2e peers clean install uninstall image
+.PHONY: all deps build release demo test unit lint bench bench-nri bench-k8s bench-report e2e peers clean install uninstall image
 
 # Install locations (`make install DESTDIR=/tmp/stage PREFIX=/usr`). The settings
 # file is always /etc/nri-bandwidth/nri-bandwidth.conf: the hook and the unit
@@ -62,6 +62,7 @@ unit: deps
 peers: deps
 	@command -v go >/dev/null || { echo "go (>= 1.23) is required to build the e2e peers" >&2; exit 1; }
 	CONTAINERD17_VERSION=v1.7.35 tests/e2e/build-peers.sh $(PEERS)
+	K8S_VERSION=v1.37.2 ETCD_VERSION=v3.7.3 tests/e2e/build-k8s-peers.sh $(PEERS)
 
 # The whole suite: lint, pure tests, in-kernel tests, lifecycle, traffic, NRI
 # protocol and the containerd end-to-end tests.
@@ -71,7 +72,7 @@ test: lint build peers
 
 # Only the end-to-end suite against real containerd.
 e2e: build peers
-	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart --test e2e_kubernetes
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release
@@ -80,6 +81,11 @@ bench: release
 # NRI handler latency under real containerd at 10 and 100 pods.
 bench-nri: release peers
 	./target/release/nri-latency 10 100 | tee docs/nri-latency.md
+
+# The daemon on a Kubernetes node built from modules: watch-to-kernel latency of
+# annotation changes and memory at 100 pods. Prints a markdown table.
+bench-k8s: release peers
+	$(PRIV) ./target/release/k8s-bench 100 100 | tee docs/k8s-bench.md
 
 # Paths in the unit and the hooks.d JSON follow BINDIR and DOCDIR.
 install: $(if $(filter target/release,$(BUILD_DIR)),release)

@@ -107,6 +107,8 @@ pub struct Containerd {
     pub bridge: String,
     pub subnet: String,
     pub cgroup_root: String,
+    /// The process whose namespaces containerd runs in (a cluster's node).
+    node: Option<u32>,
 }
 
 impl Containerd {
@@ -117,17 +119,30 @@ impl Containerd {
     }
 
     pub fn start_flavor(flavor: Flavor, tag: &str, octet: u8) -> Containerd {
-        Self::start_opts(flavor, tag, octet, false)
+        Self::start_opts(flavor, tag, octet, false, None)
+    }
+
+    /// A containerd 2.x for a Kubernetes node (tests/src/cluster.rs): it runs in
+    /// the network and mount namespaces of process `node`, with its NRI socket at
+    /// the DaemonSet's path (/var/run/nri/nri.sock, private to that namespace).
+    pub fn start_in_node(tag: &str, octet: u8, node: u32) -> Containerd {
+        Self::start_opts(Flavor::V2, tag, octet, false, Some(node))
     }
 
     /// A containerd 2.x whose CNI chain ends with the CNI bandwidth plugin, as a
     /// cluster that limits with it: containerd hands it the pod's
     /// `kubernetes.io/*-bandwidth` annotations.
     pub fn start_with_cni_bandwidth(tag: &str, octet: u8) -> Containerd {
-        Self::start_opts(Flavor::V2, tag, octet, true)
+        Self::start_opts(Flavor::V2, tag, octet, true, None)
     }
 
-    fn start_opts(flavor: Flavor, tag: &str, octet: u8, cni_bandwidth: bool) -> Containerd {
+    fn start_opts(
+        flavor: Flavor,
+        tag: &str,
+        octet: u8,
+        cni_bandwidth: bool,
+        node: Option<u32>,
+    ) -> Containerd {
         let dir = std::env::temp_dir().join(format!("nbw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in [
@@ -146,6 +161,10 @@ impl Containerd {
             "containerd not built: run tests/e2e/build-peers.sh (make e2e does)"
         );
         let d = dir.display();
+        let nri_socket = match node {
+            Some(_) => "/var/run/nri/nri.sock".to_string(),
+            None => format!("{d}/nri.sock"),
+        };
         let cni = peers.join("cni");
         // Everything but the CRI section (and the version line) is the same in both
         // config formats; NRI is off by default in 1.7, on in 2.x: always say so.
@@ -204,7 +223,7 @@ state = "{d}/state"
   address = "{d}/containerd.sock.ttrpc"
 [plugins."io.containerd.nri.v1.nri"]
   disable = false
-  socket_path = "{d}/nri.sock"
+  socket_path = "{nri_socket}"
   plugin_path = "{d}/nri-plugins"
   plugin_config_path = "{d}/nri-conf"
 {cri}"#
@@ -217,8 +236,15 @@ state = "{d}/state"
             format!(
                 r#"{{"cniVersion":"1.0.0","name":"nbw-e2e-{tag}","plugins":[
  {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
-   "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}.0/24"}}]],"dataDir":"{d}/ipam"}}}},
+   "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}.0/24"}}]],"dataDir":"{d}/ipam"{routes}}}}},
  {{"type":"portmap","capabilities":{{"portMappings":true}}}}{bw}]}}"#,
+                // A node's pods reach the apiserver's service address through
+                // the bridge: they need a default route.
+                routes = if node.is_some() {
+                    r#","routes":[{"dst":"0.0.0.0/0"}]"#
+                } else {
+                    ""
+                },
                 bw = if cni_bandwidth {
                     r#",
  {"type":"bandwidth","capabilities":{"bandwidth":true}}"#
@@ -235,6 +261,7 @@ state = "{d}/state"
             bridge,
             subnet,
             cgroup_root: format!("/nbw-e2e-{tag}-{}", std::process::id()),
+            node,
         };
         c.launch();
         let (pause, _) = images(&peers.join("images"));
@@ -251,7 +278,16 @@ state = "{d}/state"
             .append(true)
             .open(self.dir.join("containerd.log"))
             .unwrap();
-        let child = Command::new(self.flavor.bin_dir().join("containerd"))
+        let bin = self.flavor.bin_dir().join("containerd");
+        let mut cmd = match self.node {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-n", "-m", "--"]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .env("PATH", self.path_env())
@@ -260,7 +296,7 @@ state = "{d}/state"
             .spawn()
             .expect("starting containerd");
         self.child = Some(child);
-        self.wait_for(&self.dir.join("nri.sock"), "containerd's NRI socket");
+        self.wait_for(&self.nri_socket(), "containerd's NRI socket");
         self.wait_for(&self.dir.join("containerd.sock"), "containerd's socket");
     }
 
@@ -282,7 +318,7 @@ state = "{d}/state"
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = std::fs::remove_file(self.dir.join("nri.sock"));
+        let _ = std::fs::remove_file(self.nri_socket());
         let _ = std::fs::remove_file(self.dir.join("containerd.sock"));
         self.launch();
     }
@@ -295,8 +331,12 @@ state = "{d}/state"
         )
     }
 
+    /// The NRI socket as this process reaches it.
     pub fn nri_socket(&self) -> PathBuf {
-        self.dir.join("nri.sock")
+        match self.node {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/root/run/nri/nri.sock")),
+            None => self.dir.join("nri.sock"),
+        }
     }
 
     pub fn ctr(&self) -> Command {
@@ -423,12 +463,18 @@ impl Drop for Containerd {
             self.cgroup_root
         ));
         remove_cgroup_tree(&root);
+        // On a hybrid host runc also makes the cgroups in every v1 hierarchy.
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                remove_cgroup_tree(&h.path().join(self.cgroup_root.trim_start_matches('/')));
+            }
+        }
         let _ = run(Command::new("umount").arg("-R").arg(&self.dir));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn remove_cgroup_tree(p: &Path) {
+pub(crate) fn remove_cgroup_tree(p: &Path) {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             if e.path().is_dir() {

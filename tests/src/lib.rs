@@ -4,6 +4,7 @@
 //! `NRI_BANDWIDTH_PRIVILEGED=1` is set (`make test` sets it and runs as root), so a
 //! plain `cargo test` on a laptop still runs every pure test.
 
+pub mod cluster;
 pub mod delay_line;
 pub mod e2e;
 pub mod fake_runtime;
