@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman systemd fonts-dejavu-core strace
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman systemd fonts-dejavu-core strace openssl iptables
 PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 # The e2e peers need a recent Go; the machine's toolchain lives here when it is not on PATH.
 export PATH := $(PATH):/usr/local/go/bin
