@@ -426,15 +426,18 @@ imageGCLowThresholdPercent: 99
         );
     }
 
-    /// kubectl as cluster admin, run in the node's network namespace.
+    /// kubectl as cluster admin, in the node's network namespace.
+    fn kubectl_cmd(&self) -> Command {
+        let mut c = self.in_node(k8s_bin().join("kubectl"));
+        c.arg(format!(
+            "--kubeconfig={}",
+            self.dir.join("admin.kubeconfig").display()
+        ));
+        c
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        run(self
-            .in_node(k8s_bin().join("kubectl"))
-            .arg(format!(
-                "--kubeconfig={}",
-                self.dir.join("admin.kubeconfig").display()
-            ))
-            .args(args))
+        run(self.kubectl_cmd().args(args))
     }
 
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
@@ -453,11 +456,7 @@ imageGCLowThresholdPercent: 99
     pub fn apply(&self, yaml: &str) -> String {
         use std::io::Write;
         let mut child = self
-            .in_node(k8s_bin().join("kubectl"))
-            .arg(format!(
-                "--kubeconfig={}",
-                self.dir.join("admin.kubeconfig").display()
-            ))
+            .kubectl_cmd()
             .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -547,6 +546,43 @@ imageGCLowThresholdPercent: 99
             .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
     }
 
+    /// The DaemonSet and its RBAC as examples/ has them, applied with kubectl,
+    /// its image made like `make image` does and imported with the test server
+    /// image; returns once the DaemonSet has rolled out.
+    pub fn install_daemonset(&self) {
+        let ds = workspace().join("examples/daemonset.yaml");
+        let ds: serde_json::Value = serde_json::from_str(&self.kubectl_ok(&[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-f",
+            &ds.display().to_string(),
+        ]))
+        .unwrap();
+        let image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("the DaemonSet's image");
+        self.import(&daemon_image(&self.dir, image));
+        self.import(&peers().join("images/bwload.tar"));
+        for f in ["examples/rbac.yaml", "examples/daemonset.yaml"] {
+            self.kubectl_ok(&["apply", "-f", &workspace().join(f).display().to_string()]);
+        }
+        self.daemonset_ready();
+    }
+
+    /// Waits until the DaemonSet's pod is rolled out (again).
+    pub fn daemonset_ready(&self) {
+        self.kubectl_ok(&[
+            "-n",
+            "kube-system",
+            "rollout",
+            "status",
+            "ds/nri-bandwidth",
+            "--timeout=180s",
+        ]);
+    }
+
     /// Imports an image archive into containerd's k8s.io namespace.
     pub fn import(&self, tar: &Path) {
         ok(self
@@ -605,7 +641,7 @@ impl Drop for Cluster {
 
 /// The DaemonSet's image `name`, made by the script `make image` uses from the
 /// binaries this test run built (target/<profile>), written to `dir`.
-pub fn daemon_image(dir: &Path, name: &str) -> PathBuf {
+fn daemon_image(dir: &Path, name: &str) -> PathBuf {
     let tar = dir.join("nri-bandwidth-image.tar");
     let mut script = Command::new(workspace().join("packaging/oci-image.sh"));
     script

@@ -430,6 +430,28 @@ state = "{d}/state"
     }
 }
 
+/// Bounds of a rate measured through a runtime (pod start, a few seconds of
+/// traffic on a busy 2-core machine): the benchmark reports precise figures.
+pub const LOW: f64 = 0.70;
+pub const HIGH: f64 = 1.10;
+
+/// Prints a measured goodput against its limit and asserts it is within
+/// [`LOW`, `HIGH`] of it.
+pub fn near(what: &str, got: f64, limit: f64) {
+    let r = got / limit;
+    eprintln!(
+        "{what}: {:.2} Mbit/s = {r:.3} of {:.0} Mbit/s",
+        got / 1e6,
+        limit / 1e6
+    );
+    assert!(
+        (LOW..=HIGH).contains(&r),
+        "{what}: {:.2} Mbit/s is {r:.3} of the {:.0} Mbit/s limit",
+        got / 1e6,
+        limit / 1e6
+    );
+}
+
 /// Goodput in bit/s of one bwload transfer from this host with a bwload server at
 /// `ip:port`: mode "R" = the server receives, "S" = the server sends.
 pub fn measure(ip: &str, port: u16, mode: &str, secs: u32) -> f64 {

@@ -10,14 +10,11 @@ use std::time::Duration;
 
 use nri_bandwidth_core::datapath::{self as limiter, Datapath};
 use nri_bandwidth_core::model::Entry;
-use nri_bandwidth_tests::e2e::{Containerd, Flavor, PluginProc, enabled, scrape};
+use nri_bandwidth_tests::e2e::{Containerd, Flavor, HIGH, PluginProc, enabled, near, scrape};
 use nri_bandwidth_tests::{PinRoot, test_pin_root};
 
 /// One containerd at a time: they would share two cores and distort the rates.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-const LOW: f64 = 0.70;
-const HIGH: f64 = 1.10;
 
 struct Env {
     ctd: Containerd,
@@ -48,21 +45,6 @@ fn entries(pins: &std::path::Path) -> Vec<Entry> {
         Some(dp) => dp.list().unwrap(),
         None => Vec::new(),
     }
-}
-
-fn near(what: &str, got: f64, limit: f64) {
-    let r = got / limit;
-    eprintln!(
-        "{what}: {:.2} Mbit/s = {r:.3} of {:.0} Mbit/s",
-        got / 1e6,
-        limit / 1e6
-    );
-    assert!(
-        (LOW..=HIGH).contains(&r),
-        "{what}: {:.2} Mbit/s is {r:.3} of the {:.0} Mbit/s limit",
-        got / 1e6,
-        limit / 1e6
-    );
 }
 
 #[test]

@@ -7,29 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use nri_bandwidth_tests::cluster::{Cluster, daemon_image};
-use nri_bandwidth_tests::e2e::{enabled, peers, workspace};
+use nri_bandwidth_tests::cluster::Cluster;
+use nri_bandwidth_tests::e2e::{enabled, near, workspace};
 use nri_bandwidth_tests::workspace_bin;
 
-const LOW: f64 = 0.70;
-const HIGH: f64 = 1.10;
 const PORT: u16 = 8080;
 const DS_LABEL: &str = "app.kubernetes.io/name=nri-bandwidth";
-
-fn near(what: &str, got: f64, limit: f64) {
-    let r = got / limit;
-    eprintln!(
-        "{what}: {:.2} Mbit/s = {r:.3} of {:.0} Mbit/s",
-        got / 1e6,
-        limit / 1e6
-    );
-    assert!(
-        (LOW..=HIGH).contains(&r),
-        "{what}: {:.2} Mbit/s is {r:.3} of the {:.0} Mbit/s limit",
-        got / 1e6,
-        limit / 1e6
-    );
-}
 
 fn read_yaml(rel: &str) -> serde_yaml::Value {
     let text = std::fs::read_to_string(workspace().join(rel)).unwrap();
@@ -98,17 +81,6 @@ fn wait_event(c: &Cluster, pod: &str, kind: &str, reason: &str) -> serde_json::V
     }
 }
 
-fn daemon_ready(c: &Cluster) {
-    c.kubectl_ok(&[
-        "-n",
-        "kube-system",
-        "rollout",
-        "status",
-        "ds/nri-bandwidth",
-        "--timeout=180s",
-    ]);
-}
-
 /// The daemon pod's name (there is one node).
 fn daemon_pod(c: &Cluster) -> String {
     c.kubectl_ok(&[
@@ -151,18 +123,7 @@ fn the_daemonset_limits_pods_and_follows_their_annotations() {
     }
     let c = Cluster::start("k", 81);
 
-    // The DaemonSet as examples/ has it, its image made like `make image` does.
-    let ds = read_yaml("examples/daemonset.yaml");
-    let image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    c.import(&daemon_image(&c.dir, &image));
-    c.import(&peers().join("images/bwload.tar"));
-    for f in ["examples/rbac.yaml", "examples/daemonset.yaml"] {
-        c.kubectl_ok(&["apply", "-f", &workspace().join(f).display().to_string()]);
-    }
-    daemon_ready(&c);
+    c.install_daemonset();
     let log = || c.container_log("kube-system", "nri-bandwidth-", "nri-bandwidth");
     c.wait(
         "the daemon registered with NRI and watching pods",
@@ -227,7 +188,7 @@ fn the_daemonset_limits_pods_and_follows_their_annotations() {
     c.kubectl_ok(&["-n", "kube-system", "delete", "pod", &old, "--wait=true"]);
     annotate(&c, "kubernetes.io/ingress-bandwidth=5M");
     annotate(&c, "kubernetes.io/egress-bandwidth=8M");
-    daemon_ready(&c);
+    c.daemonset_ready();
     let new = daemon_pod(&c);
     assert_ne!(old, new, "the DaemonSet made a new daemon pod");
     wait_kernel(

@@ -12,8 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use nri_bandwidth_core::datapath::Datapath;
-use nri_bandwidth_tests::cluster::{Cluster, daemon_image};
-use nri_bandwidth_tests::e2e::{peers, workspace};
+use nri_bandwidth_tests::cluster::Cluster;
 
 const PIN_ROOT: &str = "/sys/fs/bpf/nri-bandwidth";
 
@@ -100,37 +99,7 @@ fn main() {
     let t = Instant::now();
     let c = Cluster::start("b", 82);
     let ready = t.elapsed();
-    let ds: serde_json::Value = {
-        let out = c.kubectl_ok(&[
-            "create",
-            "--dry-run=client",
-            "-o",
-            "json",
-            "-f",
-            &workspace()
-                .join("examples/daemonset.yaml")
-                .display()
-                .to_string(),
-        ]);
-        serde_json::from_str(&out).unwrap()
-    };
-    let image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    c.import(&daemon_image(&c.dir, &image));
-    c.import(&peers().join("images/bwload.tar"));
-    for f in ["examples/rbac.yaml", "examples/daemonset.yaml"] {
-        c.kubectl_ok(&["apply", "-f", &workspace().join(f).display().to_string()]);
-    }
-    c.kubectl_ok(&[
-        "-n",
-        "kube-system",
-        "rollout",
-        "status",
-        "ds/nri-bandwidth",
-        "--timeout=180s",
-    ]);
+    c.install_daemonset();
     c.apply(&pod_yaml("latency", "10M"));
     c.kubectl_ok(&[
         "wait",
