@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 # Debian packages the build, the tests and the demo need.
-APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman systemd fonts-dejavu-core strace openssl iptables
+APT_PACKAGES := clang llvm libbpf-dev linux-libc-dev iproute2 iperf3 iputils-ping util-linux kmod runc podman conmon systemd fonts-dejavu-core strace openssl iptables
 PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 # The e2e peers need a recent Go; the machine's toolchain lives here when it is not on PATH.
 export PATH := $(PATH):/usr/local/go/bin
@@ -57,22 +57,25 @@ lint: deps
 unit: deps
 	$(CARGO) test --workspace
 
-# containerd, its runc shim, ctr, crictl and the CNI plugins, built from their Go
-# modules (tests/e2e/build-peers.sh; cached in .cache/peers).
+# containerd, its runc shim, ctr, crictl and the CNI plugins (build-peers.sh), the
+# Kubernetes node's binaries (build-k8s-peers.sh) and CRI-O's crio and pinns
+# (build-crio-peers.sh), built from their Go modules, cached by version in .cache/peers.
 peers: deps
 	@command -v go >/dev/null || { echo "go (>= 1.23) is required to build the e2e peers" >&2; exit 1; }
 	CONTAINERD17_VERSION=v1.7.35 tests/e2e/build-peers.sh $(PEERS)
 	K8S_VERSION=v1.37.2 ETCD_VERSION=v3.7.3 tests/e2e/build-k8s-peers.sh $(PEERS)
+	CRIO_VERSION=v1.34.0 tests/e2e/build-crio-peers.sh $(PEERS)
 
 # The whole suite: lint, pure tests, in-kernel tests, lifecycle, traffic, NRI
-# protocol and the containerd end-to-end tests.
+# protocol, and the end-to-end tests against containerd, podman, CRI-O and a
+# Kubernetes node.
 test: lint build peers
 	@if [ "$$(id -u)" != 0 ]; then echo "make test runs privileged tests: run it as root" >&2; exit 1; fi
 	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test --workspace
 
-# Only the end-to-end suite against real containerd.
+# Only the end-to-end suites against the real runtimes and the node.
 e2e: build peers
-	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart --test e2e_kubernetes
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart --test e2e_kubernetes --test e2e_crio
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release

@@ -23,6 +23,7 @@ use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_core::policy::{Policy, Verdict};
 use nri_bandwidth_core::store::Store;
 
+use crate::crio_pod;
 use crate::oci_state::State;
 
 /// Annotations runtimes use to name the container and its pod.
@@ -113,14 +114,32 @@ fn first<'a>(ann: &'a HashMap<String, String>, keys: &[&str]) -> &'a str {
         .unwrap_or("")
 }
 
+/// The pod a container belongs to, as the runtime's annotations name it.
+pub struct PodNames<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub uid: &'a str,
+}
+
+pub fn first_of(ann: &HashMap<String, String>) -> PodNames<'_> {
+    PodNames {
+        namespace: first(ann, &POD_NAMESPACE_KEYS),
+        pod: first(ann, &POD_NAME_KEYS),
+        uid: first(ann, &POD_UID_KEYS),
+    }
+}
+
 /// How the hook names the container in messages.
 pub fn describe(state: &State) -> String {
     format!("container {}", state.id)
 }
 
 /// Decides a create stage under `policy`.
+/// Under CRI-O the pod's own keys are left out: they go on the pod's cgroup
+/// ([`plan_crio_pod`]).
 pub fn plan_create(state: &State, policy: Policy) -> Result<Plan, HookError> {
-    let ann = &state.annotations;
+    let split = crio_pod::split(&state.annotations)?;
+    let ann = split.as_ref().map_or(&state.annotations, |s| &s.container);
     let req = annotations::merged(ann, first(ann, &CONTAINER_NAME_KEYS));
     match policy.on_bad_values(&describe(state), &req.bad) {
         Verdict::Proceed => {}
@@ -139,6 +158,35 @@ pub fn plan_create(state: &State, policy: Policy) -> Result<Plan, HookError> {
         container_id: state.id.clone(),
     };
     Ok(Plan::Limit { limit, owner })
+}
+
+/// The pod's limit under CRI-O, from the pod-level keys the container inherited
+/// ([`crio_pod`]); nothing under other runtimes.
+pub fn plan_crio_pod(state: &State, policy: Policy) -> Result<Plan, HookError> {
+    match crio_pod::split(&state.annotations)? {
+        Some(split) => crio_pod::plan_pod(&state.annotations, &split, &state.id, policy),
+        None => Ok(Plan::Nothing { warning: None }),
+    }
+}
+
+/// The pod's cgroup: the parent of the container's (CRI-O's `crio-<id>` or
+/// `crio-<id>.scope` sits directly in its pod's), held to the same landing
+/// rules as any limit.
+pub fn pod_cgroup(cgfs: &CgroupFs, container: &Cgroup, id: &str) -> Result<Cgroup, HookError> {
+    let err = |detail: String| HookError::Cgroup {
+        id: id.into(),
+        detail,
+    };
+    let parent = container
+        .dir
+        .parent()
+        .ok_or_else(|| err(format!("{} has no parent cgroup", container.rel)))?;
+    let cg = cgfs
+        .cgroup(parent.to_path_buf())
+        .map_err(|e| err(e.to_string()))?;
+    cgfs.check_landing(&cg)
+        .map_err(|e| err(format!("its pod's cgroup: {e}")))?;
+    Ok(cg)
 }
 
 /// The container's cgroup v2 directory: from its init process while it runs

@@ -13,8 +13,11 @@ use std::time::Instant;
 use clap::Parser;
 use nri_bandwidth_core::cgroup::CgroupFs;
 use nri_bandwidth_core::datapath::{DEFAULT_PIN_ROOT, Datapath};
+use nri_bandwidth_core::model::Source;
 use nri_bandwidth_core::policy::{Config, Policy, Verdict};
 use nri_bandwidth_core::store::NodeStore;
+use nri_bandwidth_core::store::Store;
+use nri_bandwidth_hook::crio_pod;
 use nri_bandwidth_hook::hook_action::{self, HookError, Plan, Stage};
 use nri_bandwidth_hook::journal::{self, Priority};
 use nri_bandwidth_hook::oci_state::State;
@@ -136,35 +139,58 @@ fn cgroup_fs(args: &Args) -> Result<CgroupFs, String> {
 }
 
 fn create(args: &Args, state: &State, policy: Policy, log: &Log) -> Result<(), HookError> {
-    let (limit, owner) = match hook_action::plan_create(state, policy)? {
-        Plan::Nothing { warning } => {
-            if let Some(w) = warning {
-                log.say(Priority::Warning, &w);
-            }
-            return Ok(());
+    // The container's own limit, and under CRI-O its pod's (see crio_pod).
+    let mut todo = Vec::new();
+    for (is_pod, plan) in [
+        (false, hook_action::plan_create(state, policy)?),
+        (true, hook_action::plan_crio_pod(state, policy)?),
+    ] {
+        match plan {
+            Plan::Nothing { warning: Some(w) } => log.say(Priority::Warning, &w),
+            Plan::Nothing { warning: None } => {}
+            Plan::Limit { limit, owner } => todo.push((is_pod, limit, owner)),
         }
-        Plan::Limit { limit, owner } => (limit, owner),
-    };
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
     let limiter = |detail: String| HookError::limiter(&state.id, detail);
-    // The container's cgroup first: no program is loaded for a container we
-    // cannot place.
+    // The cgroups first: no program is loaded for a container we cannot place.
     let cgfs = cgroup_fs(args).map_err(limiter)?;
-    let cgroup = hook_action::container_cgroup(&cgfs, state)?;
+    let container = hook_action::container_cgroup(&cgfs, state)?;
+    let mut placed = Vec::new();
+    for (is_pod, limit, owner) in todo {
+        let cgroup = if is_pod {
+            hook_action::pod_cgroup(&cgfs, &container, &state.id)?
+        } else {
+            container.clone()
+        };
+        placed.push((cgroup, limit, owner));
+    }
     let dp = Datapath::open(&args.pin_root)
         .map_err(|e| HookError::limiter(&state.id, e))?
         .with_lock_wait(LOCK_WAIT);
     let store = NodeStore::new(dp, cgfs);
-    hook_action::apply(&store, &state.id, &cgroup, &limit, &owner)?;
-    log.say(
-        Priority::Info,
-        &format!(
-            "container {}: limited cgroup {} (id {}): {}",
-            state.id,
-            cgroup.rel,
-            cgroup.id,
-            limit.describe()
-        ),
-    );
+    for (cgroup, limit, owner) in placed {
+        hook_action::apply(&store, &state.id, &cgroup, &limit, &owner)?;
+        let whose = if owner.container_id == state.id {
+            format!("container {}", state.id)
+        } else {
+            format!(
+                "pod sandbox {} (container {})",
+                owner.container_id, state.id
+            )
+        };
+        log.say(
+            Priority::Info,
+            &format!(
+                "{whose}: limited cgroup {} (id {}): {}",
+                cgroup.rel,
+                cgroup.id,
+                limit.describe()
+            ),
+        );
+    }
     Ok(())
 }
 
@@ -176,16 +202,40 @@ fn stop(args: &Args, state: &State, log: &Log) -> Result<(), HookError> {
     else {
         return Ok(());
     };
-    let store = NodeStore::new(
-        dp.with_lock_wait(LOCK_WAIT),
-        cgroup_fs(args).map_err(limiter)?,
-    );
+    let cgfs = cgroup_fs(args).map_err(limiter)?;
+    let root = cgfs.root().to_path_buf();
+    let store = NodeStore::new(dp.with_lock_wait(LOCK_WAIT), cgfs);
     let n = hook_action::remove(&store, &state.id)?;
     if n > 0 {
         log.say(
             Priority::Info,
             &format!("container {}: removed {n} bandwidth limit(s)", state.id),
         );
+    }
+    // Under CRI-O the pod's limit goes with the last of its containers.
+    if let Ok(Some(split)) = crio_pod::split(&state.annotations) {
+        let sb = split.sandbox_id;
+        let pod_dirs: Vec<PathBuf> = store
+            .entries()
+            .map_err(|e| HookError::limiter(&state.id, e))?
+            .into_iter()
+            .filter(|e| e.owner.source == Source::Hook && e.owner.container_id == sb)
+            .map(|e| root.join(e.path.trim_start_matches('/')))
+            .collect();
+        if !pod_dirs.is_empty()
+            && !pod_dirs
+                .iter()
+                .any(|d| crio_pod::others_running(d, &state.id, &sb))
+        {
+            let n = hook_action::remove(&store, &sb)?;
+            log.say(
+                Priority::Info,
+                &format!(
+                    "pod sandbox {sb}: its last container {} stopped; removed {n} bandwidth limit(s)",
+                    state.id
+                ),
+            );
+        }
     }
     Ok(())
 }

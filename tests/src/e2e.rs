@@ -233,24 +233,15 @@ state = "{d}/state"
         let subnet = format!("10.252.{octet}");
         std::fs::write(
             dir.join("cni-conf/10-e2e.conflist"),
-            format!(
-                r#"{{"cniVersion":"1.0.0","name":"nbw-e2e-{tag}","plugins":[
- {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
-   "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}.0/24"}}]],"dataDir":"{d}/ipam"{routes}}}}},
- {{"type":"portmap","capabilities":{{"portMappings":true}}}}{bw}]}}"#,
-                // A node's pods reach the apiserver's service address through
-                // the bridge: they need a default route.
-                routes = if node.is_some() {
-                    r#","routes":[{"dst":"0.0.0.0/0"}]"#
-                } else {
-                    ""
-                },
-                bw = if cni_bandwidth {
-                    r#",
- {"type":"bandwidth","capabilities":{"bandwidth":true}}"#
-                } else {
-                    ""
-                }
+            // A node's pods reach the apiserver's service address through the
+            // bridge: they need a default route.
+            bridge_conflist(
+                &format!("nbw-e2e-{tag}"),
+                &bridge,
+                &subnet,
+                &dir.join("ipam"),
+                node.is_some(),
+                cni_bandwidth,
             ),
         )
         .unwrap();
@@ -346,39 +337,104 @@ state = "{d}/state"
             .args(["-n", "k8s.io"]);
         c
     }
+}
 
-    pub fn crictl(&self) -> Command {
-        let mut c = Command::new(peers().join("bin/crictl"));
-        let ep = format!("unix://{}", self.dir.join("containerd.sock").display());
-        c.args([
-            "--runtime-endpoint",
-            &ep,
-            "--image-endpoint",
-            &ep,
-            "--timeout",
-            "20s",
-        ]);
-        c
+impl Cri for Containerd {
+    fn crictl(&self) -> Command {
+        crictl_at(&self.dir.join("containerd.sock"))
     }
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
+    }
+}
+
+/// A CNI network list: a bridge `bridge` with `subnet`.0/24 (host-local IPAM
+/// with its state in `ipam_dir`), portmap, and optionally a default route and the
+/// CNI bandwidth plugin.
+pub(crate) fn bridge_conflist(
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    ipam_dir: &Path,
+    default_route: bool,
+    cni_bandwidth: bool,
+) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"{name}","plugins":[
+ {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":false,
+   "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}.0/24"}}]],"dataDir":"{ipam}"{routes}}}}},
+ {{"type":"portmap","capabilities":{{"portMappings":true}}}}{bw}]}}"#,
+        ipam = ipam_dir.display(),
+        routes = if default_route {
+            r#","routes":[{"dst":"0.0.0.0/0"}]"#
+        } else {
+            ""
+        },
+        bw = if cni_bandwidth {
+            r#",
+ {"type":"bandwidth","capabilities":{"bandwidth":true}}"#
+        } else {
+            ""
+        }
+    )
+}
+
+/// crictl for the CRI socket `sock`.
+pub fn crictl_at(sock: &Path) -> Command {
+    let mut c = Command::new(peers().join("bin/crictl"));
+    let ep = format!("unix://{}", sock.display());
+    c.args([
+        "--runtime-endpoint",
+        &ep,
+        "--image-endpoint",
+        &ep,
+        "--timeout",
+        "20s",
+    ]);
+    c
+}
+
+/// What the suites do through CRI with crictl, the same for every runtime.
+pub trait Cri {
+    /// crictl pointed at this runtime's socket.
+    fn crictl(&self) -> Command;
+    /// The runtime's private directory (pod and container configs go there).
+    fn dir(&self) -> &Path;
+    /// The cgroup parent every pod of this runtime goes under.
+    fn cgroup_root(&self) -> &str;
 
     /// Creates a pod; `annotations` as (key, value). Returns the raw crictl result.
-    pub fn try_run_pod(&self, name: &str, uid: &str, annotations: &[(&str, &str)]) -> Output {
+    fn try_run_pod(&self, name: &str, uid: &str, annotations: &[(&str, &str)]) -> Output {
         let ann: serde_json::Map<String, serde_json::Value> = annotations
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
             .collect();
         let pod = serde_json::json!({
             "metadata": {"name": name, "namespace": "default", "uid": uid, "attempt": 0},
+            "labels": {
+                "io.kubernetes.pod.name": name,
+                "io.kubernetes.pod.namespace": "default",
+                "io.kubernetes.pod.uid": uid,
+            },
             "annotations": ann,
-            "linux": {"cgroup_parent": format!("{}/pod{uid}", self.cgroup_root)},
-            "log_directory": self.dir.join("logs").join(uid),
+            // As a kubelet sends it: each container its own PID namespace (CRI-O
+            // then runs no infra container, whose oom_score_adj of -998 this
+            // machine may not set).
+            "linux": {
+                "cgroup_parent": format!("{}/pod{uid}", self.cgroup_root()),
+                "security_context": {"namespace_options": {"pid": 1}},
+            },
+            "log_directory": self.dir().join("logs").join(uid),
         });
-        let f = self.dir.join(format!("pod-{uid}.json"));
+        let f = self.dir().join(format!("pod-{uid}.json"));
         std::fs::write(&f, pod.to_string()).unwrap();
         run(self.crictl().arg("runp").arg(&f))
     }
 
-    pub fn run_pod(&self, name: &str, uid: &str, annotations: &[(&str, &str)]) -> String {
+    fn run_pod(&self, name: &str, uid: &str, annotations: &[(&str, &str)]) -> String {
         let out = self.try_run_pod(name, uid, annotations);
         assert!(
             out.status.success(),
@@ -389,27 +445,52 @@ state = "{d}/state"
     }
 
     /// Creates and starts a bwload server container named `name` in pod `pod_id`.
-    pub fn run_container(&self, pod_id: &str, uid: &str, name: &str, port: u16) -> String {
-        let ctr = serde_json::json!({
-            "metadata": {"name": name},
-            "image": {"image": "localhost/bwload:e2e"},
-            "args": ["serve", format!(":{port}")],
-            "log_path": format!("{name}.log"),
-            "linux": {},
-        });
-        let f = self.dir.join(format!("ctr-{uid}-{name}.json"));
-        std::fs::write(&f, ctr.to_string()).unwrap();
-        let id = ok(self
-            .crictl()
-            .arg("create")
-            .arg(pod_id)
-            .arg(&f)
-            .arg(self.dir.join(format!("pod-{uid}.json"))));
+    fn run_container(&self, pod_id: &str, uid: &str, name: &str, port: u16) -> String {
+        let id = self.create_container(pod_id, uid, name, port);
         ok(self.crictl().args(["start", &id]));
         id
     }
 
-    pub fn pod_ip(&self, pod_id: &str) -> String {
+    /// Creates (does not start) a bwload server container; returns its id.
+    fn create_container(&self, pod_id: &str, uid: &str, name: &str, port: u16) -> String {
+        self.create_annotated_container(pod_id, uid, name, port, &[])
+    }
+
+    /// Creates a bwload server container whose own CRI config carries
+    /// `annotations` (a kubelet puts none of the pod's there).
+    fn create_annotated_container(
+        &self,
+        pod_id: &str,
+        uid: &str,
+        name: &str,
+        port: u16,
+        annotations: &[(&str, &str)],
+    ) -> String {
+        let ann: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let ctr = serde_json::json!({
+            "metadata": {"name": name},
+            // The label a kubelet sets; CRI-O names the container to NRI by it.
+            "labels": {"io.kubernetes.container.name": name},
+            "annotations": ann,
+            "image": {"image": "localhost/bwload:e2e"},
+            "args": ["serve", format!(":{port}")],
+            "log_path": format!("{name}.log"),
+            "linux": {"security_context": {"namespace_options": {"pid": 1}}},
+        });
+        let f = self.dir().join(format!("ctr-{uid}-{name}.json"));
+        std::fs::write(&f, ctr.to_string()).unwrap();
+        ok(self
+            .crictl()
+            .arg("create")
+            .arg(pod_id)
+            .arg(&f)
+            .arg(self.dir().join(format!("pod-{uid}.json"))))
+    }
+
+    fn pod_ip(&self, pod_id: &str) -> String {
         let v: serde_json::Value =
             serde_json::from_str(&ok(self.crictl().args(["inspectp", pod_id]))).unwrap();
         v["status"]["network"]["ip"]
@@ -418,16 +499,83 @@ state = "{d}/state"
             .to_string()
     }
 
-    pub fn remove_pod(&self, pod_id: &str) {
+    fn remove_pod(&self, pod_id: &str) {
         ok(self.crictl().args(["stopp", pod_id]));
         ok(self.crictl().args(["rmp", pod_id]));
     }
 
     /// Goodput in bit/s of one transfer with the pod: mode "R" = the pod receives
     /// (its ingress), "S" = the pod sends (its egress).
-    pub fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
+    fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
         measure(ip, port, mode, secs)
     }
+}
+
+/// The limits pinned under `pins` (none when nothing was ever pinned there).
+pub fn pinned_entries(pins: &Path) -> Vec<nri_bandwidth_core::model::Entry> {
+    match nri_bandwidth_core::datapath::Datapath::open_existing(pins).unwrap() {
+        Some(dp) => dp.list().unwrap(),
+        None => Vec::new(),
+    }
+}
+
+/// Asserts that no link is pinned under `pins` any more.
+pub fn assert_no_links(pins: &Path) {
+    let links: Vec<_> =
+        std::fs::read_dir(nri_bandwidth_core::datapath::abi_dir(pins).join("links"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+    assert!(links.is_empty(), "pinned links left: {links:?}");
+}
+
+/// Every runtime's `kill -9` scenario: a pod limited at 10M egress stays limited
+/// with the daemon dead; one pod removed and one created (15M ingress) while it is
+/// down are reconciled when it comes back. Returns the first pod's id and IP.
+pub fn limits_outlive_a_killed_daemon(
+    rt: &impl Cri,
+    plugin: &mut PluginProc,
+    pins: &Path,
+) -> (String, String) {
+    let a = rt.run_pod("a", "uid-k1", &[("kubernetes.io/egress-bandwidth", "10M")]);
+    rt.run_container(&a, "uid-k1", "app", 5201);
+    let gone = rt.run_pod(
+        "gone",
+        "uid-k2",
+        &[("kubernetes.io/egress-bandwidth", "10M")],
+    );
+    assert_eq!(pinned_entries(pins).len(), 2);
+
+    plugin.kill9();
+    let ip = rt.pod_ip(&a);
+    near(
+        "egress with the daemon killed",
+        rt.measure(&ip, 5201, "S", 3),
+        10e6,
+    );
+    rt.remove_pod(&gone);
+    let b = rt.run_pod("b", "uid-k3", &[("kubernetes.io/ingress-bandwidth", "15M")]);
+    rt.run_container(&b, "uid-k3", "app", 5201);
+
+    plugin.restart();
+    let names: Vec<String> = pinned_entries(pins)
+        .into_iter()
+        .map(|x| x.owner.pod_name)
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "b"),
+        "a pod created while the daemon was down gets its limit: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "gone"),
+        "a pod removed while the daemon was down loses its limit: {names:?}"
+    );
+    let ipb = rt.pod_ip(&b);
+    near(
+        "ingress of the pod created while the daemon was down",
+        rt.measure(&ipb, 5201, "R", 3),
+        15e6,
+    );
+    (a, ip)
 }
 
 /// Bounds of a rate measured through a runtime (pod start, a few seconds of
@@ -477,22 +625,33 @@ impl Drop for Containerd {
             .arg("-f")
             .arg(self.dir.to_string_lossy().as_ref()));
         let _ = run(Command::new("ip").args(["link", "del", &self.bridge]));
-        let root = PathBuf::from(format!(
-            "{}{}",
-            nri_bandwidth_core::cgroup::CgroupFs::detect()
-                .map(|c| c.root().display().to_string())
-                .unwrap_or_default(),
-            self.cgroup_root
-        ));
-        remove_cgroup_tree(&root);
-        // On a hybrid host runc also makes the cgroups in every v1 hierarchy.
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for h in rd.flatten() {
-                remove_cgroup_tree(&h.path().join(self.cgroup_root.trim_start_matches('/')));
-            }
-        }
+        remove_runtime_cgroups(&self.cgroup_root);
         let _ = run(Command::new("umount").arg("-R").arg(&self.dir));
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes a runtime's cgroup parent `cgroup_root` (a path below the cgroup
+/// root) from the v2 hierarchy and, on a hybrid host where runc also makes them,
+/// from every v1 hierarchy; whatever still runs in them (a failed test's
+/// containers) is killed first.
+pub(crate) fn remove_runtime_cgroups(cgroup_root: &str) {
+    let rel = cgroup_root.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    if let Ok(fs) = nri_bandwidth_core::cgroup::CgroupFs::detect() {
+        let v2 = fs.root().join(rel);
+        if v2.is_dir() {
+            let _ = std::fs::write(v2.join("cgroup.kill"), "1");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        remove_cgroup_tree(&v2);
+    }
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in rd.flatten() {
+            remove_cgroup_tree(&h.path().join(rel));
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! plain `cargo test` on a laptop still runs every pure test.
 
 pub mod cluster;
+pub mod crio;
 pub mod delay_line;
 pub mod e2e;
 pub mod fake_runtime;

@@ -49,46 +49,12 @@ impl Podman {
         let (_, bwload) = e2e::images(&peers().join("images"));
         std::fs::copy(&bwload, rootfs.join("bwload")).unwrap();
 
-        let wrapper = dir.join("hook-wrapper.sh");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\necho \"$*\" >> {calls}\nexec {hook} \"$@\" 2>> {stderr}\n",
-                calls = dir.join("hook-calls").display(),
-                hook = crate::workspace_bin("nri-bandwidth-hook").display(),
-                stderr = dir.join("hook-stderr").display(),
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-
         let journal_path = dir.join("journal.sock");
         let journal = UnixDatagram::bind(&journal_path).unwrap();
         journal
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-
-        let mut spec: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(workspace().join("hooks/nri-bandwidth-hook.json")).unwrap(),
-        )
-        .unwrap();
-        let hook = &mut spec["hook"];
-        hook["path"] = wrapper.to_string_lossy().into();
-        let args = hook["args"].as_array_mut().unwrap();
-        args.push("--pin-root".into());
-        args.push(pins.0.to_string_lossy().into());
-        for a in extra_args {
-            args.push((*a).into());
-        }
-        hook["env"] = serde_json::json!([format!(
-            "NRI_BANDWIDTH_JOURNAL_SOCKET={}",
-            journal_path.display()
-        )]);
-        std::fs::write(
-            hooks.join("nri-bandwidth-hook.json"),
-            serde_json::to_string_pretty(&spec).unwrap(),
-        )
-        .unwrap();
+        install_repo_hook(&dir, &hooks, &pins.0, extra_args, &journal_path);
         Podman {
             dir,
             pins,
@@ -186,6 +152,53 @@ impl Podman {
             .filter(|p| p.components().any(|c| c.as_os_str() == "links") && p.is_file())
             .collect()
     }
+}
+
+/// Writes the repository's hooks.d JSON into `hooks_dir` with only the hook's
+/// path and test-private settings changed: the hook is reached through a wrapper
+/// that records each call's arguments in `dir/hook-calls` and its stderr in
+/// `dir/hook-stderr`, with `--pin-root pins`, `extra_args`, and its journal
+/// socket at `journal`.
+pub fn install_repo_hook(
+    dir: &Path,
+    hooks_dir: &Path,
+    pins: &Path,
+    extra_args: &[&str],
+    journal: &Path,
+) {
+    let wrapper = dir.join("hook-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {calls}\nexec {hook} \"$@\" 2>> {stderr}\n",
+            calls = dir.join("hook-calls").display(),
+            hook = crate::workspace_bin("nri-bandwidth-hook").display(),
+            stderr = dir.join("hook-stderr").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("hooks/nri-bandwidth-hook.json")).unwrap(),
+    )
+    .unwrap();
+    let hook = &mut spec["hook"];
+    hook["path"] = wrapper.to_string_lossy().into();
+    let args = hook["args"].as_array_mut().unwrap();
+    args.push("--pin-root".into());
+    args.push(pins.to_string_lossy().into());
+    for a in extra_args {
+        args.push((*a).into());
+    }
+    hook["env"] = serde_json::json!([format!(
+        "NRI_BANDWIDTH_JOURNAL_SOCKET={}",
+        journal.display()
+    )]);
+    std::fs::write(
+        hooks_dir.join("nri-bandwidth-hook.json"),
+        serde_json::to_string_pretty(&spec).unwrap(),
+    )
+    .unwrap();
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use nri_bandwidth_core::datapath::Datapath;
 use nri_bandwidth_tests::PinRoot;
-use nri_bandwidth_tests::e2e::{Containerd, PluginProc, enabled};
+use nri_bandwidth_tests::e2e::{Containerd, Cri, PluginProc, enabled};
 use nri_bandwidth_tests::fixture::our_kernel_objects;
 
 fn rss_kib(pid: u32) -> u64 {

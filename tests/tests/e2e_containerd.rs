@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nri_bandwidth_core::datapath::{self as limiter, Datapath};
-use nri_bandwidth_core::model::Entry;
-use nri_bandwidth_tests::e2e::{Containerd, Flavor, HIGH, PluginProc, enabled, near, scrape};
+use nri_bandwidth_core::datapath as limiter;
+use nri_bandwidth_tests::e2e::{
+    Containerd, Cri, Flavor, HIGH, PluginProc, assert_no_links, enabled,
+    limits_outlive_a_killed_daemon, near, pinned_entries, scrape,
+};
 use nri_bandwidth_tests::{PinRoot, test_pin_root};
 
 /// One containerd at a time: they would share two cores and distort the rates.
@@ -40,13 +42,6 @@ fn env(tag: &str, octet: u8, extra: &[&str]) -> Option<(std::sync::MutexGuard<'s
     Some((g, Env { ctd, plugin, pins }))
 }
 
-fn entries(pins: &std::path::Path) -> Vec<Entry> {
-    match Datapath::open_existing(pins).unwrap() {
-        Some(dp) => dp.list().unwrap(),
-        None => Vec::new(),
-    }
-}
-
 #[test]
 fn pod_annotations_limit_both_directions_and_removal_leaves_nothing() {
     let metrics = "127.0.0.1:19171";
@@ -65,7 +60,7 @@ fn pod_annotations_limit_both_directions_and_removal_leaves_nothing() {
     let ip = e.ctd.pod_ip(&pod);
     near("pod ingress", e.ctd.measure(&ip, 5201, "R", 3), 20e6);
     near("pod egress", e.ctd.measure(&ip, 5201, "S", 3), 10e6);
-    let list = entries(&e.pins);
+    let list = pinned_entries(&e.pins);
     assert_eq!(list.len(), 1);
     assert_eq!(
         (
@@ -99,13 +94,10 @@ fn pod_annotations_limit_both_directions_and_removal_leaves_nothing() {
     e.ctd.remove_pod(&pod);
     e.plugin.wait_log("removed the limit", 0);
     assert!(
-        entries(&e.pins).is_empty(),
+        pinned_entries(&e.pins).is_empty(),
         "removing the pod must remove its limit"
     );
-    let links: Vec<_> = std::fs::read_dir(limiter::abi_dir(&e.pins).join("links"))
-        .unwrap()
-        .collect();
-    assert!(links.is_empty(), "pinned links left: {links:?}");
+    assert_no_links(&e.pins);
 }
 
 #[test]
@@ -148,7 +140,7 @@ fn containers_share_the_pod_budget_and_a_container_key_limits_only_that_containe
         "slow container over its own limit: {slow}"
     );
     assert_eq!(
-        entries(&e.pins).len(),
+        pinned_entries(&e.pins).len(),
         2,
         "one pod limit, one container limit"
     );
@@ -175,7 +167,7 @@ fn a_malformed_value_runs_unlimited_with_a_reason_and_strict_mode_fails_the_pod(
             && log.contains("10Mbps"),
         "{log}"
     );
-    assert!(entries(&e.pins).is_empty());
+    assert!(pinned_entries(&e.pins).is_empty());
 
     // Strict: the same pod is refused with that message.
     std::fs::write(e.ctd.dir.join("strict.conf"), "strict = true\n").unwrap();
@@ -203,48 +195,7 @@ fn limits_outlive_a_killed_plugin_and_a_restart_reconciles() {
     let Some((_g, mut e)) = env("d", 74, &[]) else {
         return;
     };
-    let a = e
-        .ctd
-        .run_pod("a", "uid-d1", &[("kubernetes.io/egress-bandwidth", "10M")]);
-    e.ctd.run_container(&a, "uid-d1", "app", 5201);
-    let gone = e.ctd.run_pod(
-        "gone",
-        "uid-d2",
-        &[("kubernetes.io/egress-bandwidth", "10M")],
-    );
-    assert_eq!(entries(&e.pins).len(), 2);
-
-    e.plugin.kill9();
-    let ip = e.ctd.pod_ip(&a);
-    near(
-        "egress with the plugin killed",
-        e.ctd.measure(&ip, 5201, "S", 3),
-        10e6,
-    );
-    // While it is down: one pod goes away, one is created (unlimited for now).
-    e.ctd.remove_pod(&gone);
-    let b = e
-        .ctd
-        .run_pod("b", "uid-d3", &[("kubernetes.io/ingress-bandwidth", "15M")]);
-    e.ctd.run_container(&b, "uid-d3", "app", 5201);
-
-    e.plugin.restart();
-    let list = entries(&e.pins);
-    let names: Vec<&str> = list.iter().map(|x| x.owner.pod_name.as_str()).collect();
-    assert!(
-        names.contains(&"b"),
-        "a pod created while we were down gets its limit: {names:?}"
-    );
-    assert!(
-        !names.contains(&"gone"),
-        "a pod removed while we were down loses its limit: {names:?}"
-    );
-    let ipb = e.ctd.pod_ip(&b);
-    near(
-        "ingress of the pod created while down",
-        e.ctd.measure(&ipb, 5201, "R", 3),
-        15e6,
-    );
+    limits_outlive_a_killed_daemon(&e.ctd, &mut e.plugin, &e.pins);
 }
 
 #[test]
@@ -260,7 +211,7 @@ fn a_containerd_restart_makes_the_plugin_reconnect_and_resync() {
         &[("kubernetes.io/egress-bandwidth", "8M")],
     );
     e.ctd.run_container(&pod, "uid-e1", "app", 5201);
-    assert_eq!(entries(&e.pins).len(), 1);
+    assert_eq!(pinned_entries(&e.pins).len(), 1);
     let ip = e.ctd.pod_ip(&pod);
     near(
         "egress after containerd restarted",
@@ -304,12 +255,12 @@ fn the_plugin_also_runs_when_launched_by_containerd() {
     );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("registered as 10-bandwidth"), "{text}");
-    let list = entries(&pins);
+    let list = pinned_entries(&pins);
     assert_eq!(list.len(), 1, "{text}");
     assert_eq!(list[0].ingress_bps, Some(12_000_000));
     ctd.remove_pod(&pod);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(entries(&pins).is_empty());
+    assert!(pinned_entries(&pins).is_empty());
     drop(ctd);
 }
 
@@ -349,10 +300,10 @@ fn containerd_1_7_with_nri_enabled_in_its_config() {
         ctd.measure(&ip, 5201, "S", 3),
         4e6,
     );
-    assert_eq!(entries(&pins).len(), 2);
+    assert_eq!(pinned_entries(&pins).len(), 2);
     ctd.remove_pod(&pod);
     plugin.wait_log("removed the limit", 1);
-    assert!(entries(&pins).is_empty());
+    assert!(pinned_entries(&pins).is_empty());
     drop(plugin);
     drop(ctd);
 }

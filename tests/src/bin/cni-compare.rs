@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nri_bandwidth_testkit::quantile;
 use nri_bandwidth_testkit::testbed::ping_rtts;
-use nri_bandwidth_tests::e2e::{self, Containerd, PluginProc};
+use nri_bandwidth_tests::e2e::{self, Containerd, Cri, PluginProc};
 use serde::Serialize;
 
 #[derive(Serialize)]

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use nri_bandwidth_tests::e2e::{Containerd, PluginProc, scrape};
+use nri_bandwidth_tests::e2e::{Containerd, Cri, PluginProc, scrape};
 
 fn main() {
     let counts: Vec<usize> = std::env::args()
