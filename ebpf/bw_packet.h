@@ -148,10 +148,15 @@ static __always_inline void count_drop(struct bw_dir *d, __u32 wire)
 }
 
 /* Non-TCP traffic cannot be slowed down, so it gets no debt: a token-bucket
- * policer. Returns 1 when the packet may pass (and charges it). */
+ * policer. Returns 1 when the packet may pass (and charges it). A packet costing
+ * more than the whole bucket (a GSO super-packet at a low rate) passes only when
+ * the bucket is full, and its debt then holds everything else back until repaid:
+ * the rate holds, and the packet is not refused forever. */
 static __always_inline int police(struct bw_dir *d, __u64 now, __u64 cost, __u32 wire)
 {
-	if (peek(d, now, cost) > 0) {
+	int full_and_oversized = cost > d->burst_ns && (__s64)(d->tat - (now - d->burst_ns)) <= 0;
+
+	if (!full_and_oversized && peek(d, now, cost) > 0) {
 		count_drop(d, wire);
 		return 0;
 	}

@@ -62,7 +62,7 @@ enum Cmd {
         /// Send rate, a Kubernetes quantity in bits per second.
         #[arg(long, value_parser = parse_rate)]
         egress: Option<Rate>,
-        /// Bucket size in bytes (64Ki, 1Mi); default 20 ms of the rate, at least 68 KiB.
+        /// Bucket size in bytes (64Ki, 1Mi); default 20 ms of the rate, at least 68 KiB ingress and 4 KiB egress.
         #[arg(long, value_parser = parse_size)]
         burst: Option<ByteSize>,
         /// The workload's address (repeatable): senders on this node toward it are

@@ -37,7 +37,7 @@ pub const MIN_BITS_PER_SEC: u64 = 1_000;
 pub const MAX_BITS_PER_SEC: u64 = 1_000_000_000_000_000;
 /// Smallest burst value accepted: a bucket that cannot hold one full-size Ethernet-MTU
 /// packet would never let such a packet through. (The datapath raises every bucket
-/// further, to `datapath::bucket::MIN_BURST_BYTES`; this is only what parses.)
+/// further, to `datapath::bucket::Direction::min_burst_bytes`; this is only what parses.)
 pub const MIN_BURST_ACCEPTED: u64 = 1_500;
 /// Largest burst: beyond this a "burst" is seconds of line rate, the runtime-default
 /// mistake (256 MiB to 4 GiB) this project exists to avoid repeating.

@@ -14,7 +14,7 @@
 //!
 //! **Burst.** Both limiters get the same bucket: [`default_burst`] is our limiter's
 //! default ([`nri_bandwidth_core::datapath::bucket::burst_bytes`] with no operator value, 20 ms of
-//! the rate and at least one 64 KiB super-packet). That is deliberately *not* what
+//! the rate and at least the direction's floor). That is deliberately *not* what
 //! containerd does: it hands the plugin a burst of 512 MiB when the pod has no burst
 //! annotation, which lets tbf pass seconds of traffic at line rate after any idle
 //! period (512 MiB is 43 s at 100 Mbit/s) and would make every short benchmark run a
@@ -41,19 +41,13 @@ const IFNAME_MAX: usize = 15;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// Direction from the workload's point of view, as everywhere in the project.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Bytes the workload receives: tbf on the host-side veth.
-    Ingress,
-    /// Bytes the workload sends: ifb redirect and tbf on the ifb.
-    Egress,
-}
+/// Ingress: tbf on the host-side veth. Egress: ifb redirect and tbf on the ifb.
+pub use nri_bandwidth_core::datapath::bucket::Direction;
 
 /// The burst both limiters get in the benchmark: our limiter's default for `rate`
 /// (see the module comment for why not containerd's 512 MiB).
-pub fn default_burst(rate: Rate) -> u64 {
-    bucket::burst_bytes(rate.bytes_per_sec(), None)
+pub fn default_burst(rate: Rate, direction: Direction) -> u64 {
+    bucket::burst_bytes(rate.bytes_per_sec(), None, direction)
 }
 
 /// An ifb name derived from the host-side interface, so that parallel testbeds never
@@ -162,7 +156,7 @@ pub struct Tbf {
 impl Tbf {
     /// Shapes one direction of a testbed's workload at `rate` with [`default_burst`].
     pub fn for_testbed(tb: &Testbed, direction: Direction, rate: Rate) -> Result<Tbf> {
-        let burst = default_burst(rate);
+        let burst = default_burst(rate, direction);
         match direction {
             Direction::Ingress => Tbf::ingress(&tb.host_if, rate, burst),
             Direction::Egress => Tbf::egress(&tb.host_if, &ifb_name_for(&tb.host_if), rate, burst),
@@ -286,9 +280,13 @@ mod tests {
     #[test]
     fn burst_is_our_default_not_containerds() {
         let r = Rate::parse("1G").unwrap();
-        assert_eq!(default_burst(r), 2_500_000); // 20 ms at 1 Gbit/s
+        assert_eq!(default_burst(r, Direction::Ingress), 2_500_000); // 20 ms at 1 Gbit/s
         let r = Rate::parse("10M").unwrap();
-        assert_eq!(default_burst(r), bucket::MIN_BURST_BYTES);
+        assert_eq!(default_burst(r, Direction::Egress), 25_000);
+        assert_eq!(
+            default_burst(r, Direction::Ingress),
+            bucket::MIN_INGRESS_BURST_BYTES
+        );
     }
 
     #[test]

@@ -42,11 +42,11 @@ fn state(ingress: Option<u64>, egress: Option<u64>) -> BwState {
         ..BwState::default()
     };
     if let Some(r) = ingress {
-        st.dir[IN] = bucket::dir_config(r / 8, None);
+        st.dir[IN] = bucket::dir_config(r / 8, None, bucket::Direction::Ingress);
         st.clamp_budget = bucket::clamp_budget(r / 8);
     }
     if let Some(r) = egress {
-        st.dir[OUT] = bucket::dir_config(r / 8, None);
+        st.dir[OUT] = bucket::dir_config(r / 8, None, bucket::Direction::Egress);
     }
     st
 }
@@ -376,7 +376,7 @@ fn super_packets_are_charged_per_segment_headers() {
 
 #[test]
 fn burst_then_rate() {
-    // 10 Mbit/s: the default burst (68 KiB) admits ~45 full-size UDP packets at once.
+    // 10 Mbit/s: the default burst (20 ms, 25 KB) admits 16 full-size UDP packets at once.
     let Some(dp) = setup(&state(None, Some(10_000_000))) else {
         return;
     };
@@ -390,7 +390,7 @@ fn burst_then_rate() {
         n as u64,
         "every run must be counted exactly once"
     );
-    let burst_pkts = bucket::MIN_BURST_BYTES / ip_len(&p);
+    let burst_pkts = bucket::burst_bytes(d.rate, None, bucket::Direction::Egress) / ip_len(&p);
     // The run takes well under a millisecond; allow the tokens earned meanwhile.
     let earned = (r.duration.as_nanos() as u64 * n as u64) * d.rate / 1_000_000_000 / ip_len(&p);
     assert!(
@@ -398,6 +398,31 @@ fn burst_then_rate() {
         "passed {} packets; burst allows {burst_pkts} (+{earned} earned)",
         d.packets
     );
+}
+
+#[test]
+fn a_datagram_larger_than_the_bucket_passes_only_when_it_is_full() {
+    // A bucket shallower than one datagram stands for a GSO super-packet at a low
+    // rate (test runs cannot carry one): it must neither pass at once nor never.
+    let mut st = state(None, Some(1_000_000));
+    let p = udp(1472);
+    let cost = bucket::ns_for(ip_len(&p), st.dir[OUT].rate);
+    st.dir[OUT].burst_ns = cost / 3;
+    let Some(dp) = setup(&st) else {
+        return;
+    };
+    assert_eq!(
+        run(&dp, Prog::Egress, &p).0,
+        PASS,
+        "a full bucket passes it"
+    );
+    let r = dp.run(Prog::Egress, &p, SkbCtx::default(), 20).unwrap();
+    assert_eq!(r.verdict, DROP_CN, "the debt it left holds the next ones");
+    let st = dp.state();
+    assert_eq!((st.dir[OUT].packets, st.dir[OUT].drop_packets), (1, 20));
+    // Repaid and full again after its cost plus the burst, and a tick of clock.
+    std::thread::sleep(std::time::Duration::from_nanos(cost + cost / 3 + 5_000_000));
+    assert_eq!(run(&dp, Prog::Egress, &p).0, PASS, "full again: passes");
 }
 
 #[test]

@@ -15,9 +15,40 @@ pub const DEFAULT_BURST_NS: u64 = 20_000_000;
 /// raised to at least this much time at the rate.
 pub const MIN_BURST_NS: u64 = 10_000_000;
 
-/// A bucket must admit one GSO/GRO super-packet (64 KiB of payload plus headers),
-/// otherwise such packets could never pass at low rates.
-pub const MIN_BURST_BYTES: u64 = 64 * 1024 + 4096;
+/// Which way a bucket limits, from the workload's point of view: the two have
+/// different floors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    /// The smallest bucket in this direction.
+    pub fn min_burst_bytes(self) -> u64 {
+        match self {
+            Direction::Ingress => MIN_INGRESS_BURST_BYTES,
+            Direction::Egress => MIN_EGRESS_BURST_BYTES,
+        }
+    }
+}
+
+/// The smallest egress bucket: a few full-size frames. Pacing holds egress TCP, so
+/// the bucket only bounds what leaves at once; a deeper floor let flows at low
+/// rates overshoot (docs/design.md, "Burst"). Policed packets larger than the
+/// bucket pass when it is full (`police` in bw_packet.h), so GSO super-packets
+/// still get through at any rate.
+pub const MIN_EGRESS_BURST_BYTES: u64 = 4096;
+
+/// The smallest ingress bucket. While the ACK gate holds a remote sender, credit
+/// accrues until the sender's probe; a shallower bucket loses it and goodput
+/// drops (measured with 4 KiB: docs/design.md, "Burst").
+pub const MIN_INGRESS_BURST_BYTES: u64 = SUPER_PACKET_BYTES;
+
+/// One GSO/GRO super-packet: 64 KiB of payload plus headers. TCP debt may always
+/// reach two of them before the drop threshold, so an aggregate the veth hands
+/// the hook at a low rate is never dropped for its size alone.
+pub const SUPER_PACKET_BYTES: u64 = 64 * 1024 + 4096;
 
 /// Receive-window slack beyond rate x RTT, as time at the rate, shared by a
 /// cgroup's receiving sockets: what a flow may have in flight beyond one
@@ -55,20 +86,20 @@ pub fn ns_for(bytes: u64, bytes_per_sec: u64) -> u64 {
 }
 
 /// The burst in bytes: the operator's value, or [`DEFAULT_BURST_NS`] of the rate,
-/// never below one super-packet nor [`MIN_BURST_NS`] of the rate.
-pub fn burst_bytes(bytes_per_sec: u64, burst: Option<u64>) -> u64 {
+/// never below the direction's floor nor [`MIN_BURST_NS`] of the rate.
+pub fn burst_bytes(bytes_per_sec: u64, burst: Option<u64>, dir: Direction) -> u64 {
     let of = |ns: u64| (bytes_per_sec as u128 * ns as u128 / NS_PER_SEC) as u64;
     burst
         .unwrap_or(of(DEFAULT_BURST_NS))
-        .max(MIN_BURST_BYTES)
+        .max(dir.min_burst_bytes())
         .max(of(MIN_BURST_NS))
 }
 
 /// Configuration fields of one direction; bucket state and counters are left zero
 /// for the caller to merge with what the kernel already holds.
-pub fn dir_config(bytes_per_sec: u64, burst: Option<u64>) -> BwDir {
+pub fn dir_config(bytes_per_sec: u64, burst: Option<u64>, dir: Direction) -> BwDir {
     let (cost_mult, cost_shift) = cost_factor(bytes_per_sec);
-    let burst_ns = ns_for(burst_bytes(bytes_per_sec, burst), bytes_per_sec);
+    let burst_ns = ns_for(burst_bytes(bytes_per_sec, burst, dir), bytes_per_sec);
     BwDir {
         rate: bytes_per_sec,
         cost_mult,
@@ -77,7 +108,9 @@ pub fn dir_config(bytes_per_sec: u64, burst: Option<u64>) -> BwDir {
         // Marks start once the debt is half a burst: well past what the ACK gate and
         // pacing leave in normal operation, early enough to beat the drop threshold.
         mark_ns: burst_ns / 2,
-        drop_ns: (4 * burst_ns).max(MIN_DROP_NS),
+        drop_ns: (4 * burst_ns)
+            .max(MIN_DROP_NS)
+            .max(ns_for(2 * SUPER_PACKET_BYTES, bytes_per_sec)),
         ..BwDir::default()
     }
 }
@@ -141,22 +174,40 @@ mod tests {
     }
 
     #[test]
-    fn default_burst_is_20ms_of_rate_but_at_least_one_super_packet() {
-        assert_eq!(burst_bytes(125_000_000, None), 2_500_000); // 1 Gbit/s
-        assert_eq!(burst_bytes(1_250_000, None), MIN_BURST_BYTES); // 10 Mbit/s
-        assert_eq!(burst_bytes(125_000_000, Some(4 << 20)), 4 << 20);
-        assert_eq!(
-            burst_bytes(125_000_000, Some(1500)),
-            1_250_000,
-            "at least 10 ms"
-        );
-        assert_eq!(burst_bytes(1_250_000, Some(1500)), MIN_BURST_BYTES);
+    fn default_burst_is_20ms_of_rate_but_at_least_the_directions_floor() {
+        use Direction::{Egress, Ingress};
+        for dir in [Ingress, Egress] {
+            assert_eq!(burst_bytes(125_000_000, None, dir), 2_500_000); // 1 Gbit/s
+            assert_eq!(burst_bytes(125_000_000, Some(4 << 20), dir), 4 << 20);
+            assert_eq!(
+                burst_bytes(125_000_000, Some(1500), dir),
+                1_250_000,
+                "at least 10 ms"
+            );
+        }
+        // 10 Mbit/s: 20 ms is 25 KB, below the ingress floor only.
+        assert_eq!(burst_bytes(1_250_000, None, Egress), 25_000);
+        assert_eq!(burst_bytes(1_250_000, None, Ingress), SUPER_PACKET_BYTES);
+        assert_eq!(burst_bytes(1_250_000, Some(1500), Egress), 12_500);
+        assert_eq!(burst_bytes(125_000, None, Egress), MIN_EGRESS_BURST_BYTES);
+        assert_eq!(burst_bytes(125_000, Some(1500), Egress), 4096);
+    }
+
+    #[test]
+    fn tcp_debt_always_has_room_for_two_super_packets() {
+        for bps in [125u64, 125_000, 1_250_000, 125_000_000] {
+            let d = dir_config(bps, None, Direction::Egress);
+            assert!(d.drop_ns >= ns_for(2 * SUPER_PACKET_BYTES, bps), "{d:?}");
+        }
     }
 
     #[test]
     fn thresholds_are_ordered() {
-        for bps in [125u64, 1_250_000, 125_000_000, 1_250_000_000] {
-            let d = dir_config(bps, None);
+        for (bps, dir) in [125u64, 1_250_000, 125_000_000, 1_250_000_000]
+            .into_iter()
+            .flat_map(|b| [(b, Direction::Ingress), (b, Direction::Egress)])
+        {
+            let d = dir_config(bps, None, dir);
             assert!(d.mark_ns < d.burst_ns && d.burst_ns < d.drop_ns, "{d:?}");
             assert!(d.drop_ns >= MIN_DROP_NS);
         }

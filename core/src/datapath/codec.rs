@@ -27,14 +27,14 @@ pub fn source_from_raw(v: u32) -> Source {
 pub fn state_with_limit(old: &BwState, cgid: u64, limit: &Limit) -> BwState {
     let mut st = *old;
     let burst = limit.burst.map(|b| b.bytes());
-    for (i, rate) in [
-        (abi::DIR_INGRESS, limit.ingress),
-        (abi::DIR_EGRESS, limit.egress),
+    for (i, dir, rate) in [
+        (abi::DIR_INGRESS, bucket::Direction::Ingress, limit.ingress),
+        (abi::DIR_EGRESS, bucket::Direction::Egress, limit.egress),
     ] {
         let prev = old.dir[i];
         st.dir[i] = match rate {
             Some(r) => {
-                let mut d = bucket::dir_config(r.bytes_per_sec(), burst);
+                let mut d = bucket::dir_config(r.bytes_per_sec(), burst, dir);
                 d.tat = prev.tat;
                 d
             }

@@ -298,7 +298,7 @@ impl Bench<'_> {
         // The kernel keeps a cgroup's counters across unlimit/limit: report the delta.
         let before = dp.entry(cgid).ok().flatten().map(|e| counters(&e, dir));
         let mut run = self.measure("ours", dir, streams, cc, Some(rate.bits_per_sec()));
-        run.burst_bytes = Some(bucket::burst_bytes(rate.bytes_per_sec(), None));
+        run.burst_bytes = Some(bucket::burst_bytes(rate.bytes_per_sec(), None, dir.tbf()));
         match dp.entry(cgid) {
             Ok(Some(e)) => run.ours = Some(counters(&e, dir).since(before.as_ref())),
             Ok(None) => eprintln!("    our limit vanished during the run"),

@@ -29,7 +29,7 @@ pub fn mono_now_ns() -> u64 {
 /// per-packet work (parse, GCRA charge, counters) does not depend on these values.
 pub fn cost_state() -> BwState {
     let rate = 125_000_000; // 1 Gbit/s in bytes per second
-    let mut d = bucket::dir_config(rate, None);
+    let mut d = bucket::dir_config(rate, None, bucket::Direction::Egress);
     d.burst_ns = 30 * NS_PER_SEC;
     BwState {
         cgid: 1,

@@ -52,8 +52,9 @@ pub fn meta(a: &Args) -> Meta {
         ping: a.ping_on(),
         tbf_latency_ms: tbf::LATENCY_MS,
         burst: format!(
-            "both limiters: max(20 ms of rate, {} B) (our default)",
-            bucket::MIN_BURST_BYTES
+            "both limiters: max(20 ms of rate, {} B ingress, {} B egress) (our default)",
+            bucket::MIN_INGRESS_BURST_BYTES,
+            bucket::MIN_EGRESS_BURST_BYTES
         ),
     }
 }
