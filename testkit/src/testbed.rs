@@ -11,7 +11,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -526,6 +526,17 @@ pub fn ping_rtts(target: IpAddr, count: u32, interval: f64) -> io::Result<Vec<f6
         .filter_map(|l| l.split("time=").nth(1))
         .filter_map(|t| t.split_whitespace().next()?.parse().ok())
         .collect())
+}
+
+/// Removes a test's cgroup directory, then the shared parent the tests create
+/// theirs in (`/nri-bandwidth-test`) once it is empty, so a run leaves nothing at
+/// the top of the cgroup mount. Errors are ignored: another test may still hold
+/// the parent, and a cgroup with processes left is reported by its owner.
+pub fn remove_test_cgroup(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent); // only succeeds once empty
+    }
 }
 
 #[cfg(test)]

@@ -377,7 +377,7 @@ fn a_local_sender_is_paced_at_the_receivers_ingress_limit() {
         human_bps(free.received_bps)
     );
     assert!(e.dp.detach_senders(scope.id).unwrap());
-    let _ = std::fs::remove_dir(&scope_dir);
+    nri_bandwidth_testkit::testbed::remove_test_cgroup(&scope_dir);
 }
 
 /// The send window the peer of `s` offered in its handshake (nothing else has

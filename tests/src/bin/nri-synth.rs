@@ -146,7 +146,7 @@ async fn one(n: usize, cgfs: &CgroupFs) -> anyhow::Result<Row> {
         let _ = cgfs.remove(d);
     }
     if let Ok(d) = cgfs.resolve(&base) {
-        let _ = cgfs.remove(&d);
+        nri_bandwidth_testkit::testbed::remove_test_cgroup(&d);
     }
     let _ = nri_bandwidth_core::datapath::remove_tree(&pins);
     let _ = std::fs::remove_file(&log);

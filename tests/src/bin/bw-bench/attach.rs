@@ -90,8 +90,8 @@ fn attach_timing(dp: &Datapath, cgfs: &CgroupFs, n: u32) -> Result<AttachStats> 
     for d in made.iter().rev() {
         let _ = cgfs.remove(d);
     }
-    if let Ok(parent) = cgfs.resolve(&base) {
-        let _ = cgfs.remove(&parent);
+    if let Ok(base) = cgfs.resolve(&base) {
+        nri_bandwidth_testkit::testbed::remove_test_cgroup(&base);
     }
     outcome?;
     Ok(AttachStats {

@@ -87,7 +87,7 @@ pub struct Bench<'a> {
 impl Drop for Bench<'_> {
     fn drop(&mut self) {
         if let Some(s) = &self.senders {
-            let _ = std::fs::remove_dir(&s.dir);
+            nri_bandwidth_testkit::testbed::remove_test_cgroup(&s.dir);
         }
     }
 }
