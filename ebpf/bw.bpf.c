@@ -38,6 +38,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOL_TCP 6
 #define TCP_WINDOW_CLAMP 10
 #define MAX_WINDOW_CLAMP (65535 << 14) /* largest window TCP can advertise */
+#define CLAMP_TARGET_PCT 99 /* a remote sender's window, in % of its share of one BDP */
 #define AF_INET6 10
 #define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 

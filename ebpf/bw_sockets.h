@@ -283,12 +283,22 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		struct bw_flow_key fk = {};
 		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
 		ss->peer_paced = paced;
-		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 + (paced ? slack : 0) : bdp + slack;
-		/* Senders send whole segments: a window just short of the next one
-		 * holds a flow whose BDP is a few segments well below the rate (10M at
-		 * 4 ms RTT: 3 segments, 0.87), so round up and leave the rest to the
-		 * gate. Below two segments the receiver stops ACKing at once. */
-		w = (w + mss - 1) / mss * mss;
+		__u64 w;
+		if (srtt_us < 1000 || paced) {
+			w = srtt_us >= 1000 ? bdp * 1448 / 1500 + slack : bdp + slack;
+			w = (w + mss - 1) / mss * mss;
+		} else {
+			/* Senders send whole segments, and a BDP of a few segments sits
+			 * between two of them (10M at 4 ms RTT: 3.45 segments; 3 hold the
+			 * flow at 0.87, 4 at 1.16 and the gate stalls it). So each ACK
+			 * offers the segment above or below at random, weighted so the
+			 * window averages just under one BDP: the flow then runs just
+			 * under the rate and the gate stays for bursts. */
+			w = bdp * 1448 / 1500 * CLAMP_TARGET_PCT / 100;
+			__u64 whole = w / mss * mss;
+			w = whole + (bpf_get_prandom_u32() % mss < w - whole ? mss : 0);
+		}
+		/* Below two segments the receiver stops ACKing at once. */
 		if (w < 2 * mss)
 			w = 2 * mss;
 		if (w > 0x3fffffff)
