@@ -283,18 +283,19 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		struct bw_flow_key fk = {};
 		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
 		ss->peer_paced = paced;
-		__u64 w;
+		/* From 1 ms on the BDP is counted in payload, the rate being on the wire. */
+		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 : bdp;
 		if (srtt_us < 1000 || paced) {
-			w = srtt_us >= 1000 ? bdp * 1448 / 1500 + slack : bdp + slack;
-			w = (w + mss - 1) / mss * mss;
+			w = (w + slack + mss - 1) / mss * mss;
 		} else {
-			/* Senders send whole segments, and a BDP of a few segments sits
+			/* Most senders send whole segments, and a BDP of a few segments sits
 			 * between two of them (10M at 4 ms RTT: 3.45 segments; 3 hold the
 			 * flow at 0.87, 4 at 1.16 and the gate stalls it). So each ACK
 			 * offers the segment above or below at random, weighted so the
 			 * window averages just under one BDP: the flow then runs just
-			 * under the rate and the gate stays for bursts. */
-			w = bdp * 1448 / 1500 * CLAMP_TARGET_PCT / 100;
+			 * under the rate and the gate stays for bursts. (A sender that
+			 * fills the window by bytes runs above: docs/design.md.) */
+			w = w * CLAMP_TARGET_PCT / 100;
 			__u64 whole = w / mss * mss;
 			w = whole + (bpf_get_prandom_u32() % mss < w - whole ? mss : 0);
 		}
