@@ -39,6 +39,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define TCP_WINDOW_CLAMP 10
 #define MAX_WINDOW_CLAMP (65535 << 14) /* largest window TCP can advertise */
 #define CLAMP_TARGET_PCT 99 /* a remote sender's window, in % of its share of one BDP */
+#define CLAMP_WHOLE_SEGS 8   /* from this many segments of BDP the window is not dithered */
+#define CLAMP_SPENT_DIV 8 /* the window steps down once 1/8 of the bucket is spent */
 #define AF_INET6 10
 #define LOOPBACK_IFINDEX 1 /* lo is ifindex 1 in every network namespace */
 

@@ -119,6 +119,10 @@ struct bw_sock {
 	__u64 pacing_applied;
 	__u32 clamp_applied;
 	__u32 peer_paced;    /* receiving: the sender is paced on this node (bw_flows) */
+	/* Receiving: rcv_nxt at the last ACK sent, and a score of how often the
+	 * sender's data ended mid-segment (it fills the window by bytes). */
+	__u32 ack_rcv_nxt;
+	__u32 byte_fill;
 	/* As a local sender to a destination whose ingress is limited (bw_dst): its
 	 * share of that limit, bytes/s of payload (0 = none), and its epoch counting. */
 	__u64 dst_pacing;

@@ -247,6 +247,24 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 	set_pacing(skops, ss, &s->pacing_sets);
 }
 
+/* Whether the sender fills the receive window by bytes rather than whole
+ * segments: the data an ACK covers then often ends mid-segment. A score rises by
+ * two on such an ACK and falls by one on a whole-segment one, so a sender whose
+ * writes only now and then end short stays a whole-segment one. */
+static __always_inline int byte_filler(struct bpf_sock_ops *skops, struct bw_sock *ss, __u32 mss)
+{
+	__u32 moved = skops->rcv_nxt - ss->ack_rcv_nxt;
+
+	ss->ack_rcv_nxt = skops->rcv_nxt;
+	if (moved && moved < (1u << 30)) {
+		if (moved % mss)
+			ss->byte_fill = ss->byte_fill + 2 > 16 ? 16 : ss->byte_fill + 2;
+		else if (ss->byte_fill)
+			ss->byte_fill--;
+	}
+	return ss->byte_fill >= 4;
+}
+
 /* Ingress: keep at most this socket's share of one bandwidth-delay product in
  * flight, in payload bytes whose wire size is the rate: a sender clocked by our
  * ACKs then arrives at the rate by itself, and the ACK gate (which stalls it until
@@ -288,16 +306,31 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		if (srtt_us < 1000 || paced) {
 			w = (w + slack + mss - 1) / mss * mss;
 		} else {
-			/* Most senders send whole segments, and a BDP of a few segments sits
-			 * between two of them (10M at 4 ms RTT: 3.45 segments; 3 hold the
-			 * flow at 0.87, 4 at 1.16 and the gate stalls it). So each ACK
-			 * offers the segment above or below at random, weighted so the
-			 * window averages just under one BDP: the flow then runs just
-			 * under the rate and the gate stays for bursts. (A sender that
-			 * fills the window by bytes runs above: docs/design.md.) */
-			w = w * CLAMP_TARGET_PCT / 100;
-			__u64 whole = w / mss * mss;
-			w = whole + (bpf_get_prandom_u32() % mss < w - whole ? mss : 0);
+			if (w < CLAMP_WHOLE_SEGS * mss) {
+				/* A BDP of a few segments sits between two of them (10M at
+				 * 4 ms RTT: 3.45 segments; 3 hold the flow at 0.87, 4 at
+				 * 1.16 and the gate stalls it). So each ACK offers the
+				 * segment above or below at random, weighted so the window
+				 * averages just under one BDP: the flow then runs just under
+				 * the rate and the gate stays for bursts. */
+				w = w * CLAMP_TARGET_PCT / 100;
+				__u64 below = w / mss * mss;
+				/* Feedback from the bucket, for senders that outrun that
+				 * average: while an eighth of it is spent only the segment
+				 * below is offered. A sender that fills the window by bytes
+				 * uses all of what is advertised, which the kernel rounds up
+				 * to its window-scale unit (1 KB with large buffers): for it
+				 * the segment below is rounded down to 1 KB. The precise
+				 * clock: the coarse one lags by up to a tick. */
+				int filler = byte_filler(skops, ss, mss);
+				__s64 debt = peek(d, clock_precise(), 0);
+				if (debt + (__s64)(d->burst_ns - d->burst_ns / CLAMP_SPENT_DIV) > 0)
+					w = filler ? below / 1024 * 1024 : below;
+				else
+					w = below + (bpf_get_prandom_u32() % mss < w - below ? mss : 0);
+			}
+			/* Many segments: one BDP as it is; a sender truncating it to
+			 * whole segments loses under one of them. */
 		}
 		/* Below two segments the receiver stops ACKing at once. */
 		if (w < 2 * mss)

@@ -447,3 +447,40 @@ fn a_limited_workload_offers_a_small_window_in_the_handshake() {
         );
     }
 }
+
+/// A remote sender 40 ms of round trip away whose share of one bandwidth-delay
+/// product is a few segments (1M: about 3.3) fills the advertised window to the
+/// byte, and the kernel advertises the clamp rounded up to its window-scale unit:
+/// without the bucket's feedback on the window such a sender ran 2-3 % over the
+/// limit for as long as the bucket's burst lasted. Held, it stays under.
+#[test]
+fn a_remote_sender_behind_a_long_round_trip_is_held_under_the_limit() {
+    use nri_bandwidth_tests::delay_line::DelayLine;
+    if !privileged() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cgfs = CgroupFs::detect().unwrap();
+    let mut tb = Testbed::create_split(&cgfs, "rtt").expect("split testbed");
+    let m = tb.middle.as_ref().expect("a middle namespace");
+    let line = DelayLine::start(&m.ns, &m.a, &m.b, Duration::from_millis(20)).expect("delay line");
+    tb.start_iperf3_server(PORT).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let root = test_pin_root("rtt");
+    let dp = Datapath::open(&root).unwrap();
+    let e = Env { tb, dp, root };
+    limit(&e, Some("1M"), None);
+    let mut c = Iperf3::new(e.tb.peer_v4, PORT);
+    c.congestion = Some("cubic".into());
+    c.seconds = 8;
+    let got = c.run().expect("iperf3").received_bps;
+    drop(line);
+    let r = got / 1e6;
+    eprintln!("1M ingress at 40 ms RTT, cubic: {r:.3} of the limit");
+    // Payload over a limit counted in IP bytes: a full pipe reads about 0.96.
+    assert!(
+        (LOW..=1.0).contains(&r),
+        "1M ingress at 40 ms RTT: {} is {r:.3} of the limit",
+        human_bps(got)
+    );
+}
