@@ -119,6 +119,12 @@ static __always_inline __s64 peek(struct bw_dir *d, __u64 now, __u64 cost)
 	return (__s64)(tat + cost - now);
 }
 
+/* Whether more than `ns` of the bucket's burst is spent. */
+static __always_inline int bucket_spent(struct bw_dir *d, __u64 now, __u64 ns)
+{
+	return peek(d, now, 0) + (__s64)(d->burst_ns - ns) > 0;
+}
+
 /* Charge `cost` ns to the bucket; returns the debt afterwards. */
 static __always_inline __s64 charge(struct bw_dir *d, __u64 now, __u64 cost)
 {
@@ -154,7 +160,7 @@ static __always_inline void count_drop(struct bw_dir *d, __u32 wire)
  * the rate holds, and the packet is not refused forever. */
 static __always_inline int police(struct bw_dir *d, __u64 now, __u64 cost, __u32 wire)
 {
-	int full_and_oversized = cost > d->burst_ns && (__s64)(d->tat - (now - d->burst_ns)) <= 0;
+	int full_and_oversized = cost > d->burst_ns && !bucket_spent(d, now, 0);
 
 	if (!full_and_oversized && peek(d, now, cost) > 0) {
 		count_drop(d, wire);

@@ -305,33 +305,30 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 : bdp;
 		if (srtt_us < 1000 || paced) {
 			w = (w + slack + mss - 1) / mss * mss;
-		} else {
-			if (w < CLAMP_WHOLE_SEGS * mss) {
-				/* A BDP of a few segments sits between two of them (10M at
-				 * 4 ms RTT: 3.45 segments; 3 hold the flow at 0.87, 4 at
-				 * 1.16 and the gate stalls it). So each ACK offers the
-				 * segment above or below at random, weighted so the window
-				 * averages just under one BDP: the flow then runs just under
-				 * the rate and the gate stays for bursts. */
-				w = w * CLAMP_TARGET_PCT / 100;
-				__u64 below = w / mss * mss;
-				/* Feedback from the bucket, for senders that outrun that
-				 * average: while an eighth of it is spent only the segment
-				 * below is offered. A sender that fills the window by bytes
-				 * uses all of what is advertised, which the kernel rounds up
-				 * to its window-scale unit (1 KB with large buffers): for it
-				 * the segment below is rounded down to 1 KB. The precise
-				 * clock: the coarse one lags by up to a tick. */
-				int filler = byte_filler(skops, ss, mss);
-				__s64 debt = peek(d, clock_precise(), 0);
-				if (debt + (__s64)(d->burst_ns - d->burst_ns / CLAMP_SPENT_DIV) > 0)
-					w = filler ? below / 1024 * 1024 : below;
-				else
-					w = below + (bpf_get_prandom_u32() % mss < w - below ? mss : 0);
-			}
-			/* Many segments: one BDP as it is; a sender truncating it to
-			 * whole segments loses under one of them. */
+		} else if (w < CLAMP_WHOLE_SEGS * mss) {
+			/* A BDP of a few segments sits between two of them (10M at
+			 * 4 ms RTT: 3.45 segments; 3 hold the flow at 0.87, 4 at
+			 * 1.16 and the gate stalls it). So each ACK offers the
+			 * segment above or below at random, weighted so the window
+			 * averages just under one BDP: the flow then runs just under
+			 * the rate and the gate stays for bursts. */
+			w = w * CLAMP_TARGET_PCT / 100;
+			__u64 below = w / mss * mss;
+			/* Feedback from the bucket, for senders that outrun that
+			 * average: while an eighth of it is spent only the segment
+			 * below is offered. A sender that fills the window by bytes
+			 * uses all of what is advertised, which the kernel rounds up
+			 * to its window-scale unit (1 KB with large buffers): for it
+			 * the segment below is rounded down to 1 KB. The precise
+			 * clock: the coarse one lags by up to a tick. */
+			int filler = byte_filler(skops, ss, mss);
+			if (bucket_spent(d, clock_precise(), d->burst_ns / CLAMP_SPENT_DIV))
+				w = filler ? below / 1024 * 1024 : below;
+			else
+				w = below + (bpf_get_prandom_u32() % mss < w - below ? mss : 0);
 		}
+		/* From CLAMP_WHOLE_SEGS on, one BDP as it is: a sender truncating it
+		 * to whole segments loses under one of them. */
 		/* Below two segments the receiver stops ACKing at once. */
 		if (w < 2 * mss)
 			w = 2 * mss;

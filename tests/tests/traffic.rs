@@ -32,12 +32,22 @@ impl Drop for Env {
 }
 
 fn env(tag: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Env)> {
+    env_on(tag, false)
+}
+
+/// `split`: the workload's veth is cut by a middle namespace for a delay line.
+fn env_on(tag: &str, split: bool) -> Option<(std::sync::MutexGuard<'static, ()>, Env)> {
     if !privileged() {
         return None;
     }
     let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cgfs = CgroupFs::detect().unwrap();
-    let mut tb = Testbed::create(&cgfs, tag).expect("testbed");
+    let mut tb = if split {
+        Testbed::create_split(&cgfs, tag)
+    } else {
+        Testbed::create(&cgfs, tag)
+    }
+    .expect("testbed");
     tb.start_iperf3_server(PORT).unwrap();
     let root = test_pin_root(tag);
     let dp = Datapath::open(&root).unwrap();
@@ -456,19 +466,11 @@ fn a_limited_workload_offers_a_small_window_in_the_handshake() {
 #[test]
 fn a_remote_sender_behind_a_long_round_trip_is_held_under_the_limit() {
     use nri_bandwidth_tests::delay_line::DelayLine;
-    if !privileged() {
+    let Some((_g, e)) = env_on("rtt", true) else {
         return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cgfs = CgroupFs::detect().unwrap();
-    let mut tb = Testbed::create_split(&cgfs, "rtt").expect("split testbed");
-    let m = tb.middle.as_ref().expect("a middle namespace");
+    };
+    let m = e.tb.middle.as_ref().expect("a middle namespace");
     let line = DelayLine::start(&m.ns, &m.a, &m.b, Duration::from_millis(20)).expect("delay line");
-    tb.start_iperf3_server(PORT).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let root = test_pin_root("rtt");
-    let dp = Datapath::open(&root).unwrap();
-    let e = Env { tb, dp, root };
     limit(&e, Some("1M"), None);
     let mut c = Iperf3::new(e.tb.peer_v4, PORT);
     c.congestion = Some("cubic".into());
