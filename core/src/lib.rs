@@ -16,6 +16,7 @@ pub mod datapath;
 pub mod model;
 pub mod policy;
 pub mod rate;
+pub mod shares;
 pub mod stats;
 pub mod store;
 pub mod text;

@@ -74,8 +74,8 @@ struct Args {
     /// Follow annotation changes of running pods and publish Events through the
     /// Kubernetes API: `auto` when a kubeconfig or the in-cluster account is there,
     /// `off` never.
-    #[arg(long, value_enum, default_value_t = Watch::Auto, env = "NRI_BANDWIDTH_WATCH")]
-    watch: Watch,
+    #[arg(long, value_enum, default_value_t = Switch::Auto, env = "NRI_BANDWIDTH_WATCH")]
+    watch: Switch,
     /// Kubeconfig for the API (default: the in-cluster service account).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -83,10 +83,20 @@ struct Args {
     /// downward API); the watch follows only this node's pods.
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
+    /// Pace this node's senders toward limited pods on other nodes as well, at
+    /// this node's share of each pod's ingress, and answer other nodes' demand
+    /// for this node's pods: `auto` when --sender-scope is set and the API
+    /// watch is on, `off` never.
+    #[arg(long, value_enum, default_value_t = Switch::Auto, env = "NRI_BANDWIDTH_CROSS_NODE")]
+    cross_node: Switch,
+    /// UDP port of the share exchange between nodes, the same on every node; the
+    /// daemon must be reachable on it at its node's address (host network).
+    #[arg(long, default_value_t = 9106, env = "NRI_BANDWIDTH_SHARE_PORT")]
+    share_port: u16,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Watch {
+enum Switch {
     Auto,
     Off,
 }
@@ -183,7 +193,9 @@ fn main() -> Result<()> {
                 }
             });
         }
-        if args.watch == Watch::Off {
+        // Kept for the life of the process: dropping it stops the exchange.
+        let mut _exchange = None;
+        if args.watch == Switch::Off {
             log::info!("pod watch off (--watch=off): limits follow NRI events only");
         } else {
             match nri_plugin::k8s::connect(args.kubeconfig.as_deref(), args.node_name.as_deref())
@@ -191,7 +203,12 @@ fn main() -> Result<()> {
             {
                 Ok((client, node)) => {
                     plugin.set_notices(nri_plugin::k8s::events::start(client.clone(), &node));
-                    tokio::spawn(nri_plugin::k8s::watch::run(client, node, plugin.clone()));
+                    tokio::spawn(nri_plugin::k8s::watch::run(
+                        client.clone(),
+                        node.clone(),
+                        plugin.clone(),
+                    ));
+                    _exchange = cross_node(&args, client, &node);
                 }
                 Err(why) => log::info!("pod watch off: {why}; limits follow NRI events only"),
             }
@@ -207,6 +224,52 @@ fn main() -> Result<()> {
         connection::run(&transport, &id, args.once, on_connect, service).await?;
         Ok(())
     })
+}
+
+/// Starts the share exchange and the cluster watch feeding it, when asked for and
+/// possible; says once why not otherwise.
+fn cross_node(
+    args: &Args,
+    client: kube::Client,
+    node: &str,
+) -> Option<nri_bandwidth_core::shares::agent::Agent> {
+    use nri_bandwidth_core::shares::agent::{Agent, Config, Directory};
+    if args.cross_node == Switch::Off {
+        log::info!("senders toward other nodes' pods are not paced (--cross-node=off)");
+        return None;
+    }
+    if args.sender_scope.is_none() {
+        log::info!("senders toward other nodes' pods are not paced (no --sender-scope)");
+        return None;
+    }
+    let bind = std::net::SocketAddr::from(([0u8; 16], args.share_port));
+    let dir = Arc::new(std::sync::Mutex::new(Directory::default()));
+    let started = Datapath::open(&args.pin_root)
+        .map_err(|e| e.to_string())
+        .and_then(|dp| {
+            Agent::start(dp, Config::new(node, bind), dir.clone()).map_err(|e| e.to_string())
+        });
+    match started {
+        Ok(agent) => {
+            log::info!(
+                "share exchange on udp port {}: senders toward other nodes' pods are paced at this node's share",
+                args.share_port
+            );
+            tokio::spawn(nri_plugin::k8s::cluster::run(
+                client,
+                node.to_string(),
+                args.share_port,
+                dir,
+            ));
+            Some(agent)
+        }
+        Err(e) => {
+            log::error!(
+                "share exchange not started: {e}; the receivers' ACK gate holds ingress from this node"
+            );
+            None
+        }
+    }
 }
 
 /// Limits whose cgroup disappeared while we were away are dropped before the

@@ -486,3 +486,140 @@ fn a_remote_sender_behind_a_long_round_trip_is_held_under_the_limit() {
         human_bps(got)
     );
 }
+
+/// A sending node stood in for on this kernel: its own pin root (so its own
+/// senders' map and program) and a cgroup holding its senders, all removed on drop.
+struct SenderNode {
+    root: std::path::PathBuf,
+    scope: std::path::PathBuf,
+    dp: Datapath,
+}
+
+impl SenderNode {
+    fn new(tag: &str) -> Self {
+        let cgfs = CgroupFs::detect().unwrap();
+        let rel = format!("/nri-bandwidth-test/{tag}-{}", std::process::id());
+        let scope = cgfs.create(&rel).unwrap();
+        let root = test_pin_root(tag);
+        let dp = Datapath::open(&root).unwrap();
+        dp.attach_senders(&cgfs.cgroup(scope.clone()).unwrap())
+            .unwrap();
+        SenderNode { root, scope, dp }
+    }
+}
+
+impl Drop for SenderNode {
+    fn drop(&mut self) {
+        for id in self.dp.senders_scopes() {
+            let _ = self.dp.detach_senders(id);
+        }
+        let _ = limiter::remove_tree(&self.root);
+        nri_bandwidth_testkit::testbed::remove_test_cgroup(&self.scope);
+    }
+}
+
+/// Two sending nodes toward one pod on a third share its ingress limit through
+/// the share exchange: together they stay at the limit with no retransmissions to
+/// speak of, and the pod's node splits it by sockets (1 against 3). Each node is
+/// its own pin root and agent on this kernel; the pod is behind the receiver's
+/// gate as usual, which stays the backstop.
+#[test]
+fn two_sending_nodes_share_a_remote_pods_ingress() {
+    use nri_bandwidth_core::shares::agent::{Agent, Config, Directory, RemotePod};
+    use std::sync::Arc;
+    let Some((_g, mut e)) = env("xnode") else {
+        return;
+    };
+    e.tb.start_iperf3_server(PORT + 1).unwrap();
+    let rate = Rate::parse("20M").unwrap().bytes_per_sec();
+    let id = limit(&e, Some("20M"), None);
+    let target = e.tb.peer_v4;
+    e.dp.set_destinations(id, &[target], Some(rate)).unwrap();
+    let lo: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let receiver = Agent::start(
+        Datapath::open(&e.root).unwrap(),
+        Config::new("node-r", lo),
+        Arc::new(Mutex::new(Directory {
+            ready: true,
+            ..Directory::default()
+        })),
+    )
+    .unwrap();
+    let dir = Arc::new(Mutex::new(Directory {
+        remote: [(
+            target,
+            RemotePod {
+                rate,
+                node: receiver.local_addr(),
+            },
+        )]
+        .into(),
+        ready: true,
+    }));
+    let (a, b) = (SenderNode::new("xnode-a"), SenderNode::new("xnode-b"));
+    let agent_a = Agent::start(
+        Datapath::open(&a.root).unwrap(),
+        Config::new("node-a", lo),
+        dir.clone(),
+    )
+    .unwrap();
+    let agent_b = Agent::start(
+        Datapath::open(&b.root).unwrap(),
+        Config::new("node-b", lo),
+        dir.clone(),
+    )
+    .unwrap();
+    let client = |port: u16, streams: u32, scope: &std::path::Path| {
+        let mut c = Iperf3::new(target, port);
+        c.seconds = 6;
+        c.omit = 2;
+        c.streams = streams;
+        c.cgroup = Some(scope.to_path_buf());
+        c
+    };
+    let (ca, cb) = (client(PORT, 1, &a.scope), client(PORT + 1, 3, &b.scope));
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| ca.run().expect("iperf3 from node a"));
+        let hb = s.spawn(|| cb.run().expect("iperf3 from node b"));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let total = ra.received_bps + rb.received_bps;
+    let pkts = total * 6.0 / 8.0 / 1448.0;
+    let retr = ra.retransmits + rb.retransmits;
+    let st = |a: &Agent| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            a.stats.demands_sent.load(Relaxed),
+            a.stats.shares_received.load(Relaxed),
+        )
+    };
+    eprintln!(
+        "node a (1 socket): {}, node b (3): {}, together {} ({:.3} of 20M), retr {retr}; \
+         reports/answers a {:?} b {:?}",
+        human_bps(ra.received_bps),
+        human_bps(rb.received_bps),
+        human_bps(total),
+        total / 20e6,
+        st(&agent_a),
+        st(&agent_b)
+    );
+    assert_near("two sending nodes together", total, 20e6);
+    assert!(
+        total <= 20e6,
+        "two nodes together above the limit: {}",
+        human_bps(total)
+    );
+    let part_a = ra.received_bps / total;
+    assert!(
+        (0.12..=0.40).contains(&part_a),
+        "node a (1 of 4 sockets) moved {part_a:.3} of the total"
+    );
+    assert!(
+        (retr as f64) < 0.01 * pkts,
+        "paced senders should not need the gate: {retr} retransmissions of ~{pkts:.0} packets"
+    );
+    assert!(
+        st(&agent_a).1 > 0 && st(&agent_b).1 > 0,
+        "no shares answered"
+    );
+}

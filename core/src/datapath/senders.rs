@@ -49,6 +49,44 @@ pub fn ip_of(k: &BwDstKey) -> Option<IpAddr> {
     }
 }
 
+/// The owner recorded for a destination on another node: no cgroup here.
+pub const REMOTE: u64 = 0;
+
+/// A destination as the node's senders see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    /// The local limit's cgroup id, or [`REMOTE`].
+    pub cgid: u64,
+    /// Bytes/s the node's senders share toward it (IP bytes).
+    pub rate: u64,
+    /// Local sockets that sent to it in this or the last epoch.
+    pub active: u32,
+}
+
+/// The clock `bpf_ktime_get_coarse_ns` reads (CLOCK_MONOTONIC, coarse).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sockets counted toward `d` in epoch `e` or the one before: the current
+/// epoch's count grows as its sockets are seen, the last one's is complete.
+fn active_now(d: &BwDst, e: u64) -> u32 {
+    let slot = |x: u64| d.active[(x & 1) as usize];
+    if d.epoch == e {
+        slot(e).max(slot(e.wrapping_sub(1)))
+    } else if d.epoch.wrapping_add(1) == e {
+        slot(d.epoch)
+    } else {
+        0
+    }
+}
+
 fn bytes<T: aya::Pod>(v: &T) -> &[u8] {
     // SAFETY: T is Pod: reading its bytes is sound.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
@@ -129,6 +167,79 @@ impl Datapath {
         Ok(())
     }
 
+    /// The entry of `ip`, if it has one.
+    fn dst_entry(&self, ip: IpAddr) -> Result<Option<BwDst>, DatapathError> {
+        let mut vb = vec![0u8; std::mem::size_of::<BwDst>()];
+        let found = sys::map_lookup(self.dst_map(), bytes(&key_of(ip)), &mut vb)
+            .map_err(io_err("reading", &self.pin_dir().join(abi::PIN_DST)))?;
+        Ok(found.then(|| from_bytes(&vb)))
+    }
+
+    /// What the node's senders do toward `ip`: whose limit it is, the rate they
+    /// are paced at together and how many of their sockets sent to it lately.
+    pub fn destination(&self, ip: IpAddr) -> Result<Option<Destination>, DatapathError> {
+        Ok(self.dst_entry(ip)?.map(|d| Destination {
+            cgid: d.cgid,
+            rate: d.rate,
+            active: active_now(&d, monotonic_ns() >> abi::ffi::BW_EPOCH_SHIFT),
+        }))
+    }
+
+    /// Makes `ip` a workload on another node whose ingress this node's senders
+    /// share `rate` of (bytes/s). An address a limit on this node holds stays
+    /// that limit's (false): the local limit is the one the node can see.
+    pub fn set_remote_destination(&self, ip: IpAddr, rate: u64) -> Result<bool, DatapathError> {
+        let pin = self.pin_dir().join(abi::PIN_DST);
+        let old = self.dst_entry(ip)?;
+        let mut v = match old {
+            Some(o) if o.cgid != REMOTE => return Ok(false),
+            Some(o) if o.rate == rate => return Ok(true),
+            Some(o) => o,
+            None => BwDst::default(),
+        };
+        v.cgid = REMOTE;
+        v.rate = rate;
+        sys::map_update(self.dst_map(), bytes(&key_of(ip)), bytes(&v), sys::BPF_ANY)
+            .map_err(io_err("writing", &pin))?;
+        Ok(true)
+    }
+
+    /// Sets the rate this node's senders share toward a destination that is
+    /// already there (local or remote), keeping its sender counting; false when
+    /// the address has no entry (it went away meanwhile: nothing is re-created).
+    pub fn set_destination_rate(&self, ip: IpAddr, rate: u64) -> Result<bool, DatapathError> {
+        let pin = self.pin_dir().join(abi::PIN_DST);
+        let Some(mut v) = self.dst_entry(ip)? else {
+            return Ok(false);
+        };
+        if v.rate == rate {
+            return Ok(true);
+        }
+        v.rate = rate;
+        match sys::map_update(
+            self.dst_map(),
+            bytes(&key_of(ip)),
+            bytes(&v),
+            sys::BPF_EXIST,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(io_err("writing", &pin)(e)),
+        }
+    }
+
+    /// Removes `ip` if it is a remote destination; false when it was not one.
+    pub fn remove_remote_destination(&self, ip: IpAddr) -> Result<bool, DatapathError> {
+        match self.dst_entry(ip)? {
+            Some(d) if d.cgid == REMOTE => {
+                sys::map_delete(self.dst_map(), bytes(&key_of(ip)))
+                    .map_err(io_err("deleting from", &self.pin_dir().join(abi::PIN_DST)))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Attaches `bw_senders` to `scope` (the cgroup holding the node's senders, the
     /// cgroup v2 root on a node), pinned so it outlives this process.
     pub fn attach_senders(&self, scope: &Cgroup) -> Result<(), DatapathError> {
@@ -178,6 +289,19 @@ fn detach_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_counts_this_and_the_last_epoch_only() {
+        let d = BwDst {
+            epoch: 10,
+            active: [3, 5], // epoch 10 counts in slot 0, epoch 9 in slot 1
+            ..BwDst::default()
+        };
+        assert_eq!(active_now(&d, 10), 5);
+        assert_eq!(active_now(&d, 11), 3);
+        assert_eq!(active_now(&d, 12), 0);
+        assert_eq!(active_now(&BwDst::default(), 1 << 40), 0);
+    }
 
     #[test]
     fn keys_round_trip_and_v4_mapped_is_v4() {

@@ -1,18 +1,17 @@
 //! The pod watch: every pod on this node (`spec.nodeName` field selector), its
-//! bandwidth annotations handed to the plugin as they change. The watcher lists
-//! again by itself after an expired watch (410 Gone) and after errors (with
-//! backoff); each list hands every pod over again, so a change made while the
-//! daemon was away or the watch was down is applied once it is back.
+//! bandwidth annotations handed to the plugin as they change ([`super::changes`]
+//! lists again after expiry and errors).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use nri_bandwidth_core::store::Store;
 
+use super::Change;
 use crate::plugin::BandwidthPlugin;
 
 /// The field selector of this node's pods.
@@ -32,42 +31,14 @@ fn annotations(p: &Pod) -> HashMap<String, String> {
 pub async fn run<S: Store>(client: Client, node: String, plugin: Arc<BandwidthPlugin<S>>) {
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&node_selector(&node));
-    let mut events = watcher(api, config).default_backoff().boxed();
-    let mut failing = false;
-    // The uids of a (re)list in progress: views of pods not in it are stale.
-    let mut listing: Option<HashSet<String>> = None;
+    let mut changes = super::changes(api, config, "pod watch").boxed();
     log::info!("pod watch on: pods of node {node}");
-    while let Some(ev) = events.next().await {
-        let (pod, gone) = match ev {
-            Ok(watcher::Event::Apply(p)) => (p, false),
-            Ok(watcher::Event::InitApply(p)) => {
-                if let (Some(l), Some(uid)) = (listing.as_mut(), p.metadata.uid.as_ref()) {
-                    l.insert(uid.clone());
-                }
-                (p, false)
-            }
-            Ok(watcher::Event::Delete(p)) => (p, true),
-            Ok(watcher::Event::Init) => {
-                listing = Some(HashSet::new());
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => {
-                if let Some(uids) = listing.take() {
-                    plugin.pods_relisted(&uids);
-                }
-                if failing {
-                    log::info!("pod watch: listing again succeeded");
-                }
-                failing = false;
-                continue;
-            }
-            Err(e) => {
-                if failing {
-                    log::debug!("pod watch: {e}");
-                } else {
-                    log::warn!("pod watch: {e}; retrying with backoff");
-                }
-                failing = true;
+    while let Some(c) = changes.next().await {
+        let (pod, gone) = match c {
+            Change::Seen(p) => (p, false),
+            Change::Gone(p) => (p, true),
+            Change::Listed(uids) => {
+                plugin.pods_relisted(&uids);
                 continue;
             }
         };

@@ -1,0 +1,422 @@
+//! The share-exchange agent: one thread and one UDP socket doing both sides.
+//!
+//! As a sending node it keeps an entry in the senders' map (`map_dst`) for every
+//! limited pod on another node that the [`Directory`] names, reads how many local
+//! sockets sent to each lately, reports that to the pod's node every interval,
+//! and paces toward the pod at the share the answer gives, or at the pod's whole
+//! limit while no answer is fresh.
+//!
+//! As a receiving node it answers each report with the reporting node's share of
+//! the limit (sockets count equally wherever they run) and lowers the rate of its
+//! own senders toward the pod to theirs.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::datapath::Datapath;
+use crate::datapath::senders::REMOTE;
+use crate::shares::table::ShareTable;
+use crate::shares::wire::{self, DemandEntry, Message, ShareEntry, Shares};
+
+/// A limited pod on another node, as the API tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemotePod {
+    /// Its ingress limit, bytes/s (IP bytes).
+    pub rate: u64,
+    /// Its node's share-exchange address.
+    pub node: SocketAddr,
+}
+
+/// What the agent paces toward: written by the API watch, read every interval.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub remote: HashMap<IpAddr, RemotePod>,
+    /// The watch has listed once: an entry of ours that is not in `remote` is
+    /// stale and goes (until then entries left by an earlier run are kept).
+    pub ready: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's name, as the API knows it.
+    pub node: String,
+    pub bind: SocketAddr,
+    /// How often demand is reported and shares are revised.
+    pub interval: Duration,
+    /// How long a report counts at the receiver, and an answer at the sender.
+    pub expiry: Duration,
+    /// A destination stays in the reports this long after its last active socket,
+    /// so its share is ready when it sends again.
+    pub idle_report: Duration,
+}
+
+impl Config {
+    pub fn new(node: &str, bind: SocketAddr) -> Self {
+        Config {
+            node: node.to_string(),
+            bind,
+            interval: Duration::from_millis(250),
+            expiry: Duration::from_secs(1),
+            idle_report: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters for the metrics endpoint and the tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub demands_sent: AtomicU64,
+    pub demands_received: AtomicU64,
+    pub shares_sent: AtomicU64,
+    pub shares_received: AtomicU64,
+    /// Datagrams that failed a check, or answers about pods of another node.
+    pub refused: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// The running agent; stops (and gives its own senders their whole rate back)
+/// when dropped.
+pub struct Agent {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+    pub stats: Arc<Stats>,
+}
+
+impl Agent {
+    /// Binds the socket and starts the thread.
+    pub fn start(dp: Datapath, cfg: Config, dir: Arc<Mutex<Directory>>) -> io::Result<Agent> {
+        let sock = UdpSocket::bind(cfg.bind).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("binding the share exchange to {}: {e}", cfg.bind),
+            )
+        })?;
+        let addr = sock.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Stats::default());
+        let mut w = Worker {
+            dp,
+            sock,
+            dir,
+            stats: stats.clone(),
+            table: ShareTable::new(cfg.expiry),
+            cfg,
+            seq: 0,
+            got: HashMap::new(),
+            written: HashMap::new(),
+            active_at: HashMap::new(),
+            swept: false,
+            warned: HashSet::new(),
+        };
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("share-exchange".into())
+            .spawn(move || w.run(&flag))?;
+        Ok(Agent {
+            stop,
+            thread: Some(thread),
+            addr,
+            stats,
+        })
+    }
+
+    /// The address the exchange listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    dp: Datapath,
+    sock: UdpSocket,
+    dir: Arc<Mutex<Directory>>,
+    stats: Arc<Stats>,
+    table: ShareTable,
+    cfg: Config,
+    seq: u64,
+    /// Sender side: the latest share per remote pod, and when it came.
+    got: HashMap<IpAddr, (u64, Instant)>,
+    /// Remote entries this agent wrote, with the rate written.
+    written: HashMap<IpAddr, u64>,
+    active_at: HashMap<IpAddr, Instant>,
+    swept: bool,
+    /// Sources already warned about (a flood logs once per source).
+    warned: HashSet<IpAddr>,
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next {
+                self.tick(now);
+                next = now + self.cfg.interval;
+            }
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let _ = self.sock.set_read_timeout(Some(wait));
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, src)) => {
+                    // A dual-stack socket sees IPv4 peers as v4-mapped addresses.
+                    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+                    self.handle(&buf[..n], src, Instant::now())
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                // ICMP errors of earlier sends (a node without the exchange) surface here.
+                Err(e) => log::debug!("share exchange: {e}"),
+            }
+        }
+        self.restore_local();
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let dir = self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.pace_remote(&dir, now);
+        self.report(&dir, now);
+        self.revise_local(now);
+    }
+
+    /// `to` as this socket can send to it: v4-mapped from a dual-stack socket.
+    fn reachable(&self, to: SocketAddr) -> SocketAddr {
+        match (to.ip(), self.sock.local_addr()) {
+            (IpAddr::V4(v4), Ok(SocketAddr::V6(_))) => {
+                SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), to.port())
+            }
+            _ => to,
+        }
+    }
+
+    /// Sends one datagram, counted in `sent` or as an error (a node that does not
+    /// answer is the common case, and the next interval tries again).
+    fn send(&self, dg: &[u8], to: SocketAddr, sent: &AtomicU64) {
+        match self.sock.send_to(dg, self.reachable(to)) {
+            Ok(_) => sent.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                log::debug!("share exchange: sending to {to}: {e}");
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+
+    fn warn_once(&mut self, ip: IpAddr, msg: String) {
+        if self.warned.insert(ip) {
+            log::warn!("{msg}");
+        } else {
+            log::debug!("{msg}");
+        }
+    }
+
+    /// The entries of remote pods: added, at their share (or whole limit while no
+    /// answer is fresh), and removed once the watch no longer names them.
+    fn pace_remote(&mut self, dir: &Directory, now: Instant) {
+        for (ip, pod) in &dir.remote {
+            let share = self
+                .got
+                .get(ip)
+                .filter(|(_, at)| now.saturating_duration_since(*at) < self.cfg.expiry)
+                .map_or(pod.rate, |(s, _)| (*s).min(pod.rate));
+            self.write_remote(*ip, share);
+        }
+        if !dir.ready {
+            return;
+        }
+        let stale: Vec<IpAddr> = self
+            .written
+            .keys()
+            .filter(|ip| !dir.remote.contains_key(ip))
+            .copied()
+            .collect();
+        for ip in stale {
+            self.forget(ip);
+        }
+        if !self.swept {
+            // Entries an earlier run left for pods that are gone by now.
+            self.swept = true;
+            if let Ok(all) = self.dp.destinations() {
+                for (ip, cgid) in all {
+                    if cgid == REMOTE && !dir.remote.contains_key(&ip) {
+                        self.forget(ip);
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_remote(&mut self, ip: IpAddr, rate: u64) {
+        if self.written.get(&ip) == Some(&rate) {
+            return;
+        }
+        match self.dp.set_remote_destination(ip, rate) {
+            Ok(true) => {
+                self.written.insert(ip, rate);
+            }
+            Ok(false) => {} // a limit on this node holds the address
+            Err(e) => self.warn_once(ip, format!("pacing toward {ip}: {e}")),
+        }
+    }
+
+    fn forget(&mut self, ip: IpAddr) {
+        if let Err(e) = self.dp.remove_remote_destination(ip) {
+            log::warn!("removing the pace toward {ip}: {e}");
+            return;
+        }
+        self.written.remove(&ip);
+        self.got.remove(&ip);
+        self.active_at.remove(&ip);
+    }
+
+    /// Reports each receiving node the sockets sending to its pods.
+    fn report(&mut self, dir: &Directory, now: Instant) {
+        let mut per_node: HashMap<SocketAddr, Vec<DemandEntry>> = HashMap::new();
+        for (ip, pod) in &dir.remote {
+            if !self.written.contains_key(ip) {
+                continue;
+            }
+            let active = match self.dp.destination(*ip) {
+                Ok(Some(d)) => d.active,
+                _ => continue,
+            };
+            if active > 0 {
+                self.active_at.insert(*ip, now);
+            }
+            let lately = self
+                .active_at
+                .get(ip)
+                .is_some_and(|t| now.saturating_duration_since(*t) < self.cfg.idle_report);
+            if lately {
+                per_node.entry(pod.node).or_default().push(DemandEntry {
+                    ip: *ip,
+                    sockets: active,
+                });
+            }
+        }
+        self.seq += 1;
+        for (node, entries) in per_node {
+            for dg in wire::demands(&self.cfg.node, self.seq, &entries) {
+                self.send(&dg, node, &self.stats.demands_sent);
+            }
+        }
+    }
+
+    /// The whole ingress limit of a local limit's cgroup, bytes/s.
+    fn full_rate(&self, cgid: u64) -> Option<u64> {
+        let e = self.dp.entry(cgid).ok()??;
+        e.ingress_bps.map(|b| b.div_ceil(8))
+    }
+
+    /// This node's own senders toward its limited pods: their share while other
+    /// nodes send too, the whole limit once none has for the expiry.
+    fn revise_local(&mut self, now: Instant) {
+        for ip in self.table.expire(now) {
+            self.set_local(ip, None, now);
+        }
+        for ip in self.table.addresses() {
+            self.set_local(ip, Some(()), now);
+        }
+    }
+
+    fn set_local(&self, ip: IpAddr, shared: Option<()>, now: Instant) {
+        let Ok(Some(d)) = self.dp.destination(ip) else {
+            return;
+        };
+        if d.cgid == REMOTE {
+            return;
+        }
+        let Some(full) = self.full_rate(d.cgid) else {
+            return;
+        };
+        let rate = match shared {
+            Some(()) => self.table.local_share(ip, full, d.active, now),
+            None => full,
+        };
+        if let Err(e) = self.dp.set_destination_rate(ip, rate) {
+            log::warn!("pacing this node's senders toward {ip}: {e}");
+        }
+    }
+
+    fn restore_local(&mut self) {
+        let now = Instant::now();
+        for ip in self.table.addresses() {
+            self.set_local(ip, None, now);
+        }
+    }
+
+    fn handle(&mut self, buf: &[u8], src: SocketAddr, now: Instant) {
+        let m = match wire::decode(buf) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.warn_once(src.ip(), format!("share exchange: from {src}: {e}"));
+                return;
+            }
+        };
+        match m {
+            Message::Demand(d) => {
+                self.stats.demands_received.fetch_add(1, Ordering::Relaxed);
+                let mut shares = Vec::with_capacity(d.sockets.len());
+                for e in &d.sockets {
+                    let rate = match self.dp.destination(e.ip) {
+                        Ok(Some(l)) if l.cgid != REMOTE => self.full_rate(l.cgid).map(|full| {
+                            self.table.record(e.ip, &d.node, e.sockets, now);
+                            self.table.share(e.ip, &d.node, full, l.active, now)
+                        }),
+                        _ => None,
+                    };
+                    shares.push(ShareEntry { ip: e.ip, rate });
+                }
+                let out = wire::encode(&Message::Shares(Shares {
+                    v: wire::VERSION,
+                    seq: d.seq,
+                    shares,
+                }));
+                self.send(&out, src, &self.stats.shares_sent);
+            }
+            Message::Shares(s) => {
+                self.stats.shares_received.fetch_add(1, Ordering::Relaxed);
+                let dir = self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for e in s.shares {
+                    let Some(pod) = dir.remote.get(&e.ip) else {
+                        continue;
+                    };
+                    if pod.node != src {
+                        // Only the pod's own node decides its shares.
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        self.warn_once(
+                            src.ip(),
+                            format!(
+                                "share exchange: {src} answered for {}, a pod of {}",
+                                e.ip, pod.node
+                            ),
+                        );
+                        continue;
+                    }
+                    let share = e.rate.unwrap_or(pod.rate).min(pod.rate);
+                    self.got.insert(e.ip, (share, now));
+                    self.write_remote(e.ip, share);
+                }
+            }
+        }
+    }
+}
