@@ -10,7 +10,7 @@ PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 export PATH := $(PATH):/usr/local/go/bin
 PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench bench-nri bench-k8s bench-report e2e peers clean install uninstall image
+.PHONY: all deps build release demo test unit lint bench bench-nri bench-k8s bench-scale bench-report e2e peers clean install uninstall image
 
 # Install locations (`make install DESTDIR=/tmp/stage PREFIX=/usr`). The settings
 # file is always /etc/nri-bandwidth/nri-bandwidth.conf: the hook and the unit
@@ -90,6 +90,10 @@ bench-nri: release peers
 bench-k8s: release peers
 	$(PRIV) ./target/release/k8s-bench 100 100 | tee docs/k8s-bench.md
 
+# The cluster watch of sender-side ingress at 10,000 limited pods on 100 other nodes.
+bench-scale: release peers
+	$(PRIV) ./target/release/watch-scale 10000 100 | tee docs/bench-raw/watch-scale.md
+
 # Paths in the unit and the hooks.d JSON follow BINDIR and DOCDIR.
 install: $(if $(filter target/release,$(BUILD_DIR)),release)
 	@for b in $(BINARIES); do [ -x $(BUILD_DIR)/$$b ] || { echo "$(BUILD_DIR)/$$b is missing: build it first" >&2; exit 1; }; done
@@ -139,9 +143,12 @@ bench-report: release peers
 		--no-cost --json $(BENCH_DIR)/local-senders.json --out $(BENCH_DIR)/local-senders.md
 	./target/release/bw-bench --transfers --delays $(BENCH_LOCAL_DELAYS) --rates 10M,100M \
 		--json $(BENCH_DIR)/transfers.json --out $(BENCH_DIR)/transfers.md
+	./target/release/bw-bench --cross-node --delays $(BENCH_LOCAL_DELAYS) --seconds $(BENCH_SECONDS) --no-cost \
+		--json $(BENCH_DIR)/cross-node.json --out $(BENCH_DIR)/cross-node.md
 	./target/release/bench-report --matrix $(BENCH_DIR)/matrix.json --synth $(BENCH_DIR)/nri-synth.jsonl \
 		--nri-latency $(BENCH_DIR)/nri-latency.md --cni $(BENCH_DIR)/cni.jsonl \
 		--local-senders $(BENCH_DIR)/local-senders.json --transfers $(BENCH_DIR)/transfers.json \
+		--cross-node $(BENCH_DIR)/cross-node.md \
 		--out docs/benchmarks.md --img docs/img
 
 clean:

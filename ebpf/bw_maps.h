@@ -90,6 +90,9 @@ struct bw_state {
 #define BW_F_NO_ACK_GATE (1u << 0) /* ingress: police only, never withhold ACKs */
 #define BW_F_NO_PACING (1u << 1)   /* egress: bucket only, no socket pacing */
 #define BW_F_NO_CLAMP (1u << 2)    /* ingress: no receive-window clamp */
+/* ingress: other nodes pace their senders toward this workload (set by the share
+ * exchange while they report demand): its senders are treated as paced */
+#define BW_F_PEERS_PACED (1u << 3)
 
 /* The most a socket must move in an epoch to count as active (three segments: a
  * new bulk flow is counted within its first round trips); user space writes a

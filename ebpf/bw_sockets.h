@@ -295,11 +295,14 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 		 * is added and the gate does the limiting. */
 		__u64 bdp = share / 1000 * srtt_us / 1000;
 		__u64 slack = s->clamp_budget * share / d->rate;
-		/* A sender paced on this node arrives at the rate by its pace: one BDP
-		 * exactly would leave it window-bound below the rate, so it gets the slack
-		 * too. A sender elsewhere gets one BDP, the gate being for its bursts. */
+		/* A sender paced on this node (or, while other nodes report demand
+		 * through the share exchange, on theirs) arrives at the rate by its
+		 * pace: one BDP exactly would leave it window-bound below the rate, so
+		 * it gets the slack too. Any other sender gets one BDP, the gate being
+		 * for its bursts. */
 		struct bw_flow_key fk = {};
-		int paced = flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk);
+		int paced = (s->flags & BW_F_PEERS_PACED) ||
+			    (flow_key(skops, 0, &fk) && bpf_map_lookup_elem(&bw_flows, &fk));
 		ss->peer_paced = paced;
 		/* From 1 ms on the BDP is counted in payload, the rate being on the wire. */
 		__u64 w = srtt_us >= 1000 ? bdp * 1448 / 1500 : bdp;

@@ -173,6 +173,28 @@ impl Cluster {
         c
     }
 
+    /// Runs `f` on a thread inside the node's network namespace (where the API
+    /// is) with a runtime of its own.
+    pub fn in_node_net<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(tokio::runtime::Runtime) -> T + Send + 'static,
+    ) -> T {
+        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.netns)).unwrap();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only; the file stays open for the call.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            f(rt)
+        })
+        .join()
+        .unwrap()
+    }
+
     /// A path inside the node's mount namespace, as this process can reach it.
     pub fn node_path(&self, p: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{}", self.holder_pid(), p))

@@ -12,6 +12,7 @@ pub mod fake_runtime;
 pub mod fixture;
 pub mod podman;
 pub mod report_charts;
+pub mod sender_node;
 pub mod tbf;
 
 use std::path::PathBuf;

@@ -119,4 +119,17 @@ fn the_chart_renders_the_plain_manifests_and_its_values() {
         !changed.keys().any(|(kind, _)| kind == "ClusterRole"),
         "no API rights without the watch"
     );
+    assert!(ds["spec"]["template"]["spec"]["hostNetwork"].is_null());
+
+    let senders = render(&["senders.enabled=true", "senders.port=9200"]);
+    let args = args_of(&senders);
+    assert!(args.contains(&"--sender-scope=/".to_string()), "{args:?}");
+    assert!(args.contains(&"--share-port=9200".to_string()), "{args:?}");
+    let spec = &senders[&("DaemonSet".to_string(), "nri-bandwidth".to_string())]["spec"]["template"]
+        ["spec"];
+    assert_eq!(
+        spec["hostNetwork"].as_bool(),
+        Some(true),
+        "the exchange is reached at the node's address"
+    );
 }

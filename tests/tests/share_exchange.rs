@@ -200,6 +200,15 @@ fn a_receiving_node_answers_shares_by_sockets() {
     )
     .unwrap();
 
+    let shares = |sock: &UdpSocket| -> Shares {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = sock.recv_from(&mut buf).expect("an answer");
+        assert_eq!(from, agent.local_addr());
+        match wire::decode(&buf[..n]).unwrap() {
+            Message::Shares(s) => s,
+            m => panic!("expected shares, got {m:?}"),
+        }
+    };
     let ask = |node: &str, sock: &UdpSocket, sockets: u32| -> Vec<ShareEntry> {
         for dg in wire::demands(
             node,
@@ -214,16 +223,9 @@ fn a_receiving_node_answers_shares_by_sockets() {
         ) {
             sock.send_to(&dg, agent.local_addr()).unwrap();
         }
-        let mut buf = vec![0u8; 65536];
-        let (n, from) = sock.recv_from(&mut buf).expect("an answer");
-        assert_eq!(from, agent.local_addr());
-        match wire::decode(&buf[..n]).unwrap() {
-            Message::Shares(s) => {
-                assert_eq!(s.seq, 7);
-                s.shares
-            }
-            m => panic!("expected shares, got {m:?}"),
-        }
+        let s = shares(sock);
+        assert_eq!(s.seq, 7);
+        s.shares
     };
     let a = UdpSocket::bind(loopback()).unwrap();
     let b = UdpSocket::bind(loopback()).unwrap();
@@ -236,14 +238,29 @@ fn a_receiving_node_answers_shares_by_sockets() {
     assert_eq!(got[1].rate, None, "no limit here for 10.77.1.1");
     // Node b with three sockets: three quarters for b, a quarter for a.
     assert_eq!(ask("node-b", &b, 3)[0].rate, Some(750_000));
+    // Node a is told at once, not at its next report (seq 0: unasked).
+    let pushed = shares(&a);
+    assert_eq!(pushed.seq, 0);
+    assert_eq!(
+        pushed.shares,
+        vec![ShareEntry {
+            ip: pod,
+            rate: Some(250_000)
+        }]
+    );
     assert_eq!(ask("node-a", &a, 1)[0].rate, Some(250_000));
-    // This node's own senders (none active) get what one more socket would.
+    // This node's own senders (none active) get what one more socket would,
+    // and the pod's senders count as paced (its window clamp leaves them slack).
     eventually("the local share", || {
         dp.destination(pod).unwrap().unwrap().rate == 200_000
     });
-    // Nobody asks for the expiry: the whole limit again.
+    assert_eq!(dp.peers_paced(cg.id).unwrap(), Some(true));
+    // Nobody asks for the expiry: the whole limit again, and no mark.
     eventually("the whole limit", || {
         dp.destination(pod).unwrap().unwrap().rate == 1_000_000
+    });
+    eventually("the mark lifted", || {
+        dp.peers_paced(cg.id).unwrap() == Some(false)
     });
     // A name that is no DNS name is refused, and the agent answers the next one.
     a.send_to(

@@ -10,6 +10,7 @@ use nri_bandwidth_core::datapath::{self as limiter, Datapath};
 use nri_bandwidth_core::model::{Limit, Owner};
 use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_testkit::testbed::{Iperf3, Testbed};
+use nri_bandwidth_tests::sender_node::SenderNode;
 use nri_bandwidth_tests::{human_bps, privileged, test_pin_root};
 
 /// Traffic tests would distort each other's rates on two cores: one at a time.
@@ -487,37 +488,6 @@ fn a_remote_sender_behind_a_long_round_trip_is_held_under_the_limit() {
     );
 }
 
-/// A sending node stood in for on this kernel: its own pin root (so its own
-/// senders' map and program) and a cgroup holding its senders, all removed on drop.
-struct SenderNode {
-    root: std::path::PathBuf,
-    scope: std::path::PathBuf,
-    dp: Datapath,
-}
-
-impl SenderNode {
-    fn new(tag: &str) -> Self {
-        let cgfs = CgroupFs::detect().unwrap();
-        let rel = format!("/nri-bandwidth-test/{tag}-{}", std::process::id());
-        let scope = cgfs.create(&rel).unwrap();
-        let root = test_pin_root(tag);
-        let dp = Datapath::open(&root).unwrap();
-        dp.attach_senders(&cgfs.cgroup(scope.clone()).unwrap())
-            .unwrap();
-        SenderNode { root, scope, dp }
-    }
-}
-
-impl Drop for SenderNode {
-    fn drop(&mut self) {
-        for id in self.dp.senders_scopes() {
-            let _ = self.dp.detach_senders(id);
-        }
-        let _ = limiter::remove_tree(&self.root);
-        nri_bandwidth_testkit::testbed::remove_test_cgroup(&self.scope);
-    }
-}
-
 /// Two sending nodes toward one pod on a third share its ingress limit through
 /// the share exchange: together they stay at the limit with no retransmissions to
 /// speak of, and the pod's node splits it by sockets (1 against 3). Each node is
@@ -556,15 +526,18 @@ fn two_sending_nodes_share_a_remote_pods_ingress() {
         .into(),
         ready: true,
     }));
-    let (a, b) = (SenderNode::new("xnode-a"), SenderNode::new("xnode-b"));
+    let (a, b) = (
+        SenderNode::new("xnode-a").unwrap(),
+        SenderNode::new("xnode-b").unwrap(),
+    );
     let agent_a = Agent::start(
-        Datapath::open(&a.root).unwrap(),
+        a.datapath().unwrap(),
         Config::new("node-a", lo),
         dir.clone(),
     )
     .unwrap();
     let agent_b = Agent::start(
-        Datapath::open(&b.root).unwrap(),
+        b.datapath().unwrap(),
         Config::new("node-b", lo),
         dir.clone(),
     )

@@ -63,6 +63,8 @@ pub const DIR_EGRESS: usize = ffi::BW_DIR_EGRESS as usize;
 pub const F_NO_ACK_GATE: u32 = ffi::BW_F_NO_ACK_GATE;
 pub const F_NO_PACING: u32 = ffi::BW_F_NO_PACING;
 pub const F_NO_CLAMP: u32 = ffi::BW_F_NO_CLAMP;
+/// Set by the share exchange, never by a limit: see `BW_F_PEERS_PACED`.
+pub const F_PEERS_PACED: u32 = ffi::BW_F_PEERS_PACED;
 
 pub const PATH_MAX: usize = ffi::BW_PATH_MAX as usize;
 pub const NAME_MAX: usize = ffi::BW_NAME_MAX as usize;

@@ -59,7 +59,8 @@ pub fn state_with_limit(old: &BwState, cgid: u64, limit: &Limit) -> BwState {
     ] {
         st.active_bytes[i] = rate.map_or(0, |r| bucket::active_bytes(r.bytes_per_sec()));
     }
-    st.flags = limit.flags;
+    // The share exchange's bit outlives a changed limit; a limit cannot set it.
+    st.flags = (limit.flags & !abi::F_PEERS_PACED) | (old.flags & abi::F_PEERS_PACED);
     st.abi = abi::ABI_VERSION;
     // A non-zero cgid is what tells the programs the value is configured.
     st.cgid = cgid;
@@ -182,6 +183,23 @@ mod tests {
             "a socket must move this much to take a share"
         );
         assert_eq!(st.active_bytes[abi::DIR_EGRESS], 0);
+    }
+
+    #[test]
+    fn the_share_exchange_mark_outlives_a_limit_change_and_no_limit_sets_it() {
+        let limit = Limit {
+            ingress: Some(Rate::parse("10M").unwrap()),
+            flags: abi::F_NO_PACING | abi::F_PEERS_PACED,
+            ..Limit::default()
+        };
+        let st = state_with_limit(&BwState::default(), 42, &limit);
+        assert_eq!(st.flags, abi::F_NO_PACING, "a limit cannot set the mark");
+        let old = BwState {
+            flags: abi::F_PEERS_PACED,
+            ..BwState::default()
+        };
+        let st = state_with_limit(&old, 42, &limit);
+        assert_eq!(st.flags, abi::F_NO_PACING | abi::F_PEERS_PACED);
     }
 
     #[test]

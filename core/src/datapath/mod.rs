@@ -247,6 +247,10 @@ impl Datapath {
         lock(&self.root, self.lock_wait)
     }
 
+    fn state_map(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.state.as_fd()
+    }
+
     fn dst_map(&self) -> std::os::fd::BorrowedFd<'_> {
         self.dst.as_fd()
     }

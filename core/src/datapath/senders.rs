@@ -228,6 +228,33 @@ impl Datapath {
         }
     }
 
+    /// Marks the senders toward the limit of `cgid` as paced (other nodes report
+    /// demand through the share exchange) or no longer; false when `cgid` has no
+    /// limit. Written only when the mark changes.
+    pub fn set_peers_paced(&self, cgid: u64, on: bool) -> Result<bool, DatapathError> {
+        let _lock = self.lock()?;
+        let Some(mut st) = self.read_state(cgid)? else {
+            return Ok(false);
+        };
+        if (st.flags & abi::F_PEERS_PACED != 0) == on {
+            return Ok(true);
+        }
+        st.flags ^= abi::F_PEERS_PACED;
+        match sys::map_update_pod(self.state_map(), cgid, &st, sys::BPF_EXIST) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(io_err("writing", &self.pin_dir().join(abi::PIN_STATE))(e)),
+        }
+    }
+
+    /// Whether the senders toward the limit of `cgid` are marked as paced; None
+    /// when it has no limit.
+    pub fn peers_paced(&self, cgid: u64) -> Result<Option<bool>, DatapathError> {
+        Ok(self
+            .read_state(cgid)?
+            .map(|st| st.flags & abi::F_PEERS_PACED != 0))
+    }
+
     /// Removes `ip` if it is a remote destination; false when it was not one.
     pub fn remove_remote_destination(&self, ip: IpAddr) -> Result<bool, DatapathError> {
         match self.dst_entry(ip)? {

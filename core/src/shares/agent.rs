@@ -330,14 +330,16 @@ impl Worker {
     /// nodes send too, the whole limit once none has for the expiry.
     fn revise_local(&mut self, now: Instant) {
         for ip in self.table.expire(now) {
-            self.set_local(ip, None, now);
+            self.set_local(ip, false, now);
         }
         for ip in self.table.addresses() {
-            self.set_local(ip, Some(()), now);
+            self.set_local(ip, true, now);
         }
     }
 
-    fn set_local(&self, ip: IpAddr, shared: Option<()>, now: Instant) {
+    /// `shared`: other nodes report demand toward `ip`, so this node's senders
+    /// get their share and the pod's window clamp treats its senders as paced.
+    fn set_local(&self, ip: IpAddr, shared: bool, now: Instant) {
         let Ok(Some(d)) = self.dp.destination(ip) else {
             return;
         };
@@ -347,19 +349,23 @@ impl Worker {
         let Some(full) = self.full_rate(d.cgid) else {
             return;
         };
-        let rate = match shared {
-            Some(()) => self.table.local_share(ip, full, d.active, now),
-            None => full,
+        let rate = if shared {
+            self.table.local_share(ip, full, d.active, now)
+        } else {
+            full
         };
         if let Err(e) = self.dp.set_destination_rate(ip, rate) {
             log::warn!("pacing this node's senders toward {ip}: {e}");
+        }
+        if let Err(e) = self.dp.set_peers_paced(d.cgid, shared) {
+            log::warn!("marking the senders toward {ip} as paced: {e}");
         }
     }
 
     fn restore_local(&mut self) {
         let now = Instant::now();
         for ip in self.table.addresses() {
-            self.set_local(ip, None, now);
+            self.set_local(ip, false, now);
         }
     }
 
@@ -376,15 +382,35 @@ impl Worker {
             Message::Demand(d) => {
                 self.stats.demands_received.fetch_add(1, Ordering::Relaxed);
                 let mut shares = Vec::with_capacity(d.sockets.len());
+                let mut pushes: HashMap<SocketAddr, Vec<ShareEntry>> = HashMap::new();
                 for e in &d.sockets {
-                    let rate = match self.dp.destination(e.ip) {
-                        Ok(Some(l)) if l.cgid != REMOTE => self.full_rate(l.cgid).map(|full| {
-                            self.table.record(e.ip, &d.node, e.sockets, now);
-                            self.table.share(e.ip, &d.node, full, l.active, now)
-                        }),
+                    let local = match self.dp.destination(e.ip) {
+                        Ok(Some(l)) if l.cgid != REMOTE => {
+                            self.full_rate(l.cgid).map(|full| (full, l.active))
+                        }
                         _ => None,
                     };
+                    let rate = local.map(|(full, active)| {
+                        self.table.record(e.ip, &d.node, src, e.sockets, now);
+                        // The others learn of a change in demand now, not at
+                        // their next report.
+                        for (to, share) in self.table.changed(e.ip, &d.node, full, active, now) {
+                            pushes.entry(to).or_default().push(ShareEntry {
+                                ip: e.ip,
+                                rate: Some(share),
+                            });
+                        }
+                        self.table.tell(e.ip, &d.node, full, active, now)
+                    });
                     shares.push(ShareEntry { ip: e.ip, rate });
+                }
+                for (to, entries) in pushes {
+                    let out = wire::encode(&Message::Shares(Shares {
+                        v: wire::VERSION,
+                        seq: 0,
+                        shares: entries,
+                    }));
+                    self.send(&out, to, &self.stats.shares_sent);
                 }
                 let out = wire::encode(&Message::Shares(Shares {
                     v: wire::VERSION,

@@ -3,7 +3,7 @@
 //! makes every sending socket equal, wherever it runs.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Nodes remembered per address; reports from more are not recorded (a node
@@ -14,6 +14,9 @@ pub const MAX_NODES_PER_ADDRESS: usize = 4096;
 struct Seen {
     sockets: u32,
     at: Instant,
+    /// Where its reports come from, and the share it was last told.
+    from: SocketAddr,
+    told: u64,
 }
 
 /// Demand per limited address and sending node.
@@ -32,14 +35,60 @@ impl ShareTable {
         }
     }
 
-    /// Records that `node` has `sockets` sending to `ip` (0: none right now, but
-    /// it sent lately and may again).
-    pub fn record(&mut self, ip: IpAddr, node: &str, sockets: u32, now: Instant) {
+    /// Records that `node` (reporting from `from`) has `sockets` sending to `ip`
+    /// (0: none right now, but it sent lately and may again).
+    pub fn record(&mut self, ip: IpAddr, node: &str, from: SocketAddr, sockets: u32, now: Instant) {
         let nodes = self.by_dst.entry(ip).or_default();
         if nodes.len() >= MAX_NODES_PER_ADDRESS && !nodes.contains_key(node) {
             return;
         }
-        nodes.insert(node.to_string(), Seen { sockets, at: now });
+        let told = nodes.get(node).map_or(0, |s| s.told);
+        nodes.insert(
+            node.to_string(),
+            Seen {
+                sockets,
+                at: now,
+                from,
+                told,
+            },
+        );
+    }
+
+    /// `node`'s share of `rate` toward `ip`, remembered as told to it.
+    pub fn tell(&mut self, ip: IpAddr, node: &str, rate: u64, local: u32, now: Instant) -> u64 {
+        let share = self.share(ip, node, rate, local, now);
+        if let Some(s) = self.by_dst.get_mut(&ip).and_then(|m| m.get_mut(node)) {
+            s.told = share;
+        }
+        share
+    }
+
+    /// The other live nodes sending to `ip` whose share is no longer what they
+    /// were told, with where to tell them and the new share (remembered as told).
+    pub fn changed(
+        &mut self,
+        ip: IpAddr,
+        except: &str,
+        rate: u64,
+        local: u32,
+        now: Instant,
+    ) -> Vec<(SocketAddr, u64)> {
+        let nodes: Vec<String> = self
+            .live(ip, now)
+            .map(|(n, _)| n.to_string())
+            .filter(|n| n != except)
+            .collect();
+        let mut out = Vec::new();
+        for n in nodes {
+            let share = self.share(ip, &n, rate, local, now);
+            if let Some(s) = self.by_dst.get_mut(&ip).and_then(|m| m.get_mut(&n))
+                && s.told != share
+            {
+                s.told = share;
+                out.push((s.from, share));
+            }
+        }
+        out
     }
 
     fn live(&self, ip: IpAddr, now: Instant) -> impl Iterator<Item = (&str, u32)> {
@@ -117,13 +166,35 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn from(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 168, 0, 1], port))
+    }
+
+    #[test]
+    fn a_new_sender_changes_the_shares_the_others_were_told() {
+        let now = Instant::now();
+        let mut t = ShareTable::new(Duration::from_secs(2));
+        let p = ip("10.0.1.5");
+        t.record(p, "a", from(1), 2, now);
+        assert_eq!(t.tell(p, "a", 800, 0, now), 800);
+        assert!(t.changed(p, "a", 800, 0, now).is_empty());
+        t.record(p, "b", from(2), 2, now);
+        assert_eq!(t.tell(p, "b", 800, 0, now), 400);
+        // a was told 800: it is told 400 now, once.
+        assert_eq!(t.changed(p, "b", 800, 0, now), vec![(from(1), 400)]);
+        assert!(t.changed(p, "b", 800, 0, now).is_empty());
+        // A report of a's own keeps what it was told.
+        t.record(p, "a", from(1), 2, now);
+        assert!(t.changed(p, "b", 800, 0, now).is_empty());
+    }
+
     #[test]
     fn shares_follow_sockets_wherever_they_are() {
         let now = Instant::now();
         let mut t = ShareTable::new(Duration::from_secs(2));
         let p = ip("10.0.1.5");
-        t.record(p, "a", 1, now);
-        t.record(p, "b", 3, now);
+        t.record(p, "a", from(1), 1, now);
+        t.record(p, "b", from(2), 3, now);
         assert_eq!(t.share(p, "a", 800, 0, now), 200);
         assert_eq!(t.share(p, "b", 800, 0, now), 600);
         // The receiving node's own senders count as one more party.
@@ -138,8 +209,8 @@ mod tests {
         let t0 = Instant::now();
         let mut t = ShareTable::new(Duration::from_secs(2));
         let p = ip("fd00::5");
-        t.record(p, "a", 1, t0);
-        t.record(p, "b", 1, t0 + Duration::from_secs(1));
+        t.record(p, "a", from(1), 1, t0);
+        t.record(p, "b", from(2), 1, t0 + Duration::from_secs(1));
         let later = t0 + Duration::from_millis(2500);
         assert_eq!(t.share(p, "b", 1000, 0, later), 1000);
         assert!(t.expire(later).is_empty());
@@ -155,7 +226,7 @@ mod tests {
         let mut t = ShareTable::new(Duration::from_secs(2));
         let p = ip("10.0.0.1");
         for i in 0..MAX_NODES_PER_ADDRESS + 100 {
-            t.record(p, &format!("n{i}"), 1, now);
+            t.record(p, &format!("n{i}"), from(1), 1, now);
         }
         assert_eq!(t.remote_sockets(p, now), MAX_NODES_PER_ADDRESS as u64);
     }
@@ -173,7 +244,7 @@ mod tests {
             let mut t = ShareTable::new(Duration::from_secs(2));
             let p = ip("10.9.9.9");
             for (i, n) in socks.iter().enumerate() {
-                t.record(p, &format!("node-{i}"), *n, now);
+                t.record(p, &format!("node-{i}"), from(i as u16), *n, now);
             }
             let total: u64 = socks.iter().map(|n| *n as u64).sum::<u64>() + local as u64;
             let mut sum = if local > 0 { t.local_share(p, rate, local, now) } else { 0 };

@@ -64,28 +64,6 @@ fn daemon_rss_kib() -> Option<u64> {
     None
 }
 
-/// Runs `f` on a thread inside the node's network namespace (where the API is)
-/// with a runtime of its own.
-fn in_node_net<T: Send + 'static>(
-    c: &Cluster,
-    f: impl FnOnce(tokio::runtime::Runtime) -> T + Send + 'static,
-) -> T {
-    let ns = std::fs::File::open(format!("/var/run/netns/{}", c.netns)).unwrap();
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on this thread only; the file stays open for the call.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        f(rt)
-    })
-    .join()
-    .unwrap()
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -121,7 +99,7 @@ fn main() {
     // N changes, each waited for in the pins before the next.
     let kubeconfig = c.dir.join("admin.kubeconfig");
     let dp_path = pins.clone();
-    let mut lat = in_node_net(&c, move |rt| {
+    let mut lat = c.in_node_net(move |rt| {
         rt.block_on(async move {
             let (client, _) = nri_plugin::k8s::connect(Some(&kubeconfig), Some("bench"))
                 .await

@@ -53,6 +53,9 @@ struct Args {
     local_senders: Option<PathBuf>,
     #[arg(long)]
     transfers: Option<PathBuf>,
+    /// `bw-bench --cross-node --out` markdown, included as it is.
+    #[arg(long)]
+    cross_node: Option<PathBuf>,
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Directory for the PNG charts (linked relative to --out).
@@ -115,6 +118,12 @@ fn main() -> Result<()> {
     losses(&mut o, &cells);
     if let Some(local) = &local {
         local_senders(&mut o, local, &cells);
+    }
+    if let Some(p) = &a.cross_node {
+        let md = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        // Its own header (machine, settings) is the report's already.
+        let from = md.find("\n## Ingress held at the senders").unwrap_or(0);
+        o.l(md[from..].trim_end());
     }
     if let Some(t) = &xfers
         && let Err(e) = transfers(&a.img, &img_rel, t, &mut o)

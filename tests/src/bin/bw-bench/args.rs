@@ -86,6 +86,11 @@ pub struct Args {
     /// paced toward the workload (the receiver's gate stays as backstop).
     #[arg(long)]
     pub local_senders: bool,
+    /// Instead of the matrix: ingress held at the senders of other nodes, one and
+    /// two sending nodes (each its own pin root and share-exchange agent), at each
+    /// delay, rate, stream count and congestion control.
+    #[arg(long, conflicts_with = "transfers")]
+    pub cross_node: bool,
     /// Instead of the matrix: completion times of request/response transfers to the
     /// workload (it receives SIZE bytes, answers one) at each rate and delay, for
     /// no limit, ours and tbf.

@@ -47,6 +47,23 @@ impl Drop for PinRoot {
     }
 }
 
+/// The owner the bench's limits are recorded under.
+pub fn bench_owner() -> Owner {
+    Owner {
+        source: Source::Manual,
+        pod_name: "bw-bench".into(),
+        ..Owner::default()
+    }
+}
+
+/// An ingress limit at `rate`.
+pub fn ingress_limit(rate: Rate) -> Limit {
+    Limit {
+        ingress: Some(rate),
+        ..Limit::default()
+    }
+}
+
 /// Our limit on the testbed's cgroup; removed on drop.
 pub struct OurLimit<'a> {
     dp: &'a Datapath,
@@ -272,11 +289,7 @@ impl Bench<'_> {
             egress: (dir == Dir::Egress).then_some(rate),
             ..Limit::default()
         };
-        let owner = Owner {
-            source: Source::Manual,
-            pod_name: "bw-bench".into(),
-            ..Owner::default()
-        };
+        let owner = bench_owner();
         let cg = self.tb.cg();
         let cgid = match dp.limit(&cg, &limit, &owner) {
             Ok(()) => cg.id,

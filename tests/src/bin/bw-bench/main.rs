@@ -22,6 +22,7 @@ mod attach;
 mod bench;
 mod cost;
 mod cpu;
+mod cross_node;
 mod interrupt;
 mod matrix;
 mod meta;
@@ -123,6 +124,17 @@ fn run(a: &Args, results: &mut Results, report: &mut Report) -> Result<()> {
     }
     if a.cost_only || interrupted() {
         return Ok(());
+    }
+    if a.cross_node {
+        let cgfs = nri_bandwidth_core::cgroup::CgroupFs::detect()
+            .context("finding the cgroup v2 mount")?;
+        return cross_node::cross_node_section(
+            a,
+            &cgfs,
+            &mut results.cross_node,
+            &mut results.cross_node_follow,
+            report,
+        );
     }
     if a.transfers {
         let pins = bench::PinRoot(nri_bandwidth_tests::test_pin_root("bench-rr"));

@@ -191,6 +191,11 @@ pub struct Results {
     /// With --transfers: completion times instead of the matrix.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transfers: Vec<crate::transfers::TransferRow>,
+    /// With --cross-node: sender-side ingress across nodes instead of the matrix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cross_node: Vec<crate::cross_node::CrossRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cross_node_follow: Vec<crate::cross_node::FollowRow>,
     pub passed: usize,
     pub interrupted: bool,
 }

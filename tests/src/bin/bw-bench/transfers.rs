@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nri_bandwidth_core::cgroup::CgroupFs;
 use nri_bandwidth_core::datapath::Datapath;
-use nri_bandwidth_core::model::{Limit, Owner, Source};
 use nri_bandwidth_testkit::quantile;
 use nri_bandwidth_tests::human_size;
 use nri_bandwidth_tests::tbf::{Direction, Tbf};
@@ -99,16 +98,12 @@ pub fn transfers_section(
         for &rate in &a.rates {
             let mut ours = Vec::new();
             if let Some(dp) = dp {
-                let limit = Limit {
-                    ingress: Some(rate),
-                    ..Limit::default()
-                };
-                let owner = Owner {
-                    source: Source::Manual,
-                    pod_name: "bw-bench".into(),
-                    ..Owner::default()
-                };
-                dp.limit(&cg, &limit, &owner).context("setting our limit")?;
+                dp.limit(
+                    &cg,
+                    &crate::bench::ingress_limit(rate),
+                    &crate::bench::bench_owner(),
+                )
+                .context("setting our limit")?;
                 for &size in &a.transfer_sizes {
                     ours.push(times(to, size, reps(size), &buf));
                 }
