@@ -49,12 +49,21 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// A test cgroup, removed on drop (also when the test fails).
+struct TestCgroup(PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        nri_bandwidth_testkit::testbed::remove_test_cgroup(&self.0);
+    }
+}
+
 /// A test cgroup with an 8M ingress limit (1,000,000 bytes/s) on `dp`.
-fn limited_cgroup(dp: &Datapath, tag: &str) -> (Cgroup, PathBuf) {
+fn limited_cgroup(dp: &Datapath, tag: &str) -> (Cgroup, TestCgroup) {
     let cgfs = CgroupFs::detect().unwrap();
     let rel = format!("/nri-bandwidth-test/{tag}-{}", std::process::id());
-    let cgdir = cgfs.create(&rel).unwrap();
-    let cg = cgfs.cgroup(cgdir.clone()).unwrap();
+    let cgdir = TestCgroup(cgfs.create(&rel).unwrap());
+    let cg = cgfs.cgroup(cgdir.0.clone()).unwrap();
     let l = Limit {
         ingress: Some(Rate::parse("8M").unwrap()),
         ..Limit::default()
@@ -174,7 +183,7 @@ fn a_sending_node_takes_shares_only_from_the_pods_node() {
     assert!(dp.destination(local).unwrap().is_some());
     drop(agent);
     assert!(dp.unlimit(cg.id, Duration::ZERO).unwrap());
-    nri_bandwidth_testkit::testbed::remove_test_cgroup(&cgdir);
+    drop(cgdir);
 }
 
 /// The receiving node answers a demand with the asking node's share of its pod's
@@ -278,5 +287,5 @@ fn a_receiving_node_answers_shares_by_sockets() {
     );
     drop(agent);
     assert!(dp.unlimit(cg.id, Duration::ZERO).unwrap());
-    nri_bandwidth_testkit::testbed::remove_test_cgroup(&cgdir);
+    drop(cgdir);
 }

@@ -149,12 +149,14 @@ fn main() {
     let scope = cgfs.create(&scope_rel).expect("senders' cgroup");
     let pins = test_pin_root("scale");
     let log = c.dir.join("logs").join("scale-daemon.log");
+    // The guard first: a failed start still removes the cgroup and pins.
     let mut d = Daemon {
-        child: Some(Daemon::start(&c, &pins, &scope_rel, &log)),
+        child: None,
         pins: pins.clone(),
         scope,
         log: log.clone(),
     };
+    d.child = Some(Daemon::start(&c, &pins, &scope_rel, &log));
     wait("the daemon's first list", Duration::from_secs(60), || {
         d.log_has("cluster watch: 0 address(es)")
     });
