@@ -232,6 +232,12 @@ impl Datapath {
     /// demand through the share exchange) or no longer; false when `cgid` has no
     /// limit. Written only when the mark changes.
     pub fn set_peers_paced(&self, cgid: u64, on: bool) -> Result<bool, DatapathError> {
+        // Asked every interval, changed seldom: the lock only for a change.
+        match self.peers_paced(cgid)? {
+            None => return Ok(false),
+            Some(was) if was == on => return Ok(true),
+            Some(_) => {}
+        }
         let _lock = self.lock()?;
         let Some(mut st) = self.read_state(cgid)? else {
             return Ok(false);

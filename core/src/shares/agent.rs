@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::datapath::Datapath;
 use crate::datapath::senders::REMOTE;
 use crate::shares::table::ShareTable;
-use crate::shares::wire::{self, DemandEntry, Message, ShareEntry, Shares};
+use crate::shares::wire::{self, DemandEntry, Message, ShareEntry};
 
 /// A limited pod on another node, as the API tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,10 +320,15 @@ impl Worker {
         }
     }
 
-    /// The whole ingress limit of a local limit's cgroup, bytes/s.
-    fn full_rate(&self, cgid: u64) -> Option<u64> {
-        let e = self.dp.entry(cgid).ok()??;
-        e.ingress_bps.map(|b| b.div_ceil(8))
+    /// The limit on this node that `ip` belongs to: its cgroup id, its whole
+    /// ingress limit (bytes/s) and the local sockets sending to it.
+    fn local_limit(&self, ip: IpAddr) -> Option<(u64, u64, u32)> {
+        let d = self.dp.destination(ip).ok()??;
+        if d.cgid == REMOTE {
+            return None;
+        }
+        let full = self.dp.entry(d.cgid).ok()??.ingress_bps?.div_ceil(8);
+        Some((d.cgid, full, d.active))
     }
 
     /// This node's own senders toward its limited pods: their share while other
@@ -340,24 +345,18 @@ impl Worker {
     /// `shared`: other nodes report demand toward `ip`, so this node's senders
     /// get their share and the pod's window clamp treats its senders as paced.
     fn set_local(&self, ip: IpAddr, shared: bool, now: Instant) {
-        let Ok(Some(d)) = self.dp.destination(ip) else {
-            return;
-        };
-        if d.cgid == REMOTE {
-            return;
-        }
-        let Some(full) = self.full_rate(d.cgid) else {
+        let Some((cgid, full, active)) = self.local_limit(ip) else {
             return;
         };
         let rate = if shared {
-            self.table.local_share(ip, full, d.active, now)
+            self.table.local_share(ip, full, active, now)
         } else {
             full
         };
         if let Err(e) = self.dp.set_destination_rate(ip, rate) {
             log::warn!("pacing this node's senders toward {ip}: {e}");
         }
-        if let Err(e) = self.dp.set_peers_paced(d.cgid, shared) {
+        if let Err(e) = self.dp.set_peers_paced(cgid, shared) {
             log::warn!("marking the senders toward {ip} as paced: {e}");
         }
     }
@@ -384,13 +383,7 @@ impl Worker {
                 let mut shares = Vec::with_capacity(d.sockets.len());
                 let mut pushes: HashMap<SocketAddr, Vec<ShareEntry>> = HashMap::new();
                 for e in &d.sockets {
-                    let local = match self.dp.destination(e.ip) {
-                        Ok(Some(l)) if l.cgid != REMOTE => {
-                            self.full_rate(l.cgid).map(|full| (full, l.active))
-                        }
-                        _ => None,
-                    };
-                    let rate = local.map(|(full, active)| {
+                    let rate = self.local_limit(e.ip).map(|(_, full, active)| {
                         self.table.record(e.ip, &d.node, src, e.sockets, now);
                         // The others learn of a change in demand now, not at
                         // their next report.
@@ -405,18 +398,9 @@ impl Worker {
                     shares.push(ShareEntry { ip: e.ip, rate });
                 }
                 for (to, entries) in pushes {
-                    let out = wire::encode(&Message::Shares(Shares {
-                        v: wire::VERSION,
-                        seq: 0,
-                        shares: entries,
-                    }));
-                    self.send(&out, to, &self.stats.shares_sent);
+                    self.send(&wire::shares(0, entries), to, &self.stats.shares_sent);
                 }
-                let out = wire::encode(&Message::Shares(Shares {
-                    v: wire::VERSION,
-                    seq: d.seq,
-                    shares,
-                }));
+                let out = wire::shares(d.seq, shares);
                 self.send(&out, src, &self.stats.shares_sent);
             }
             Message::Shares(s) => {

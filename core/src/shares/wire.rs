@@ -106,6 +106,16 @@ pub fn encode(m: &Message) -> Vec<u8> {
     serde_json::to_vec(m).expect("share-exchange messages always serialize")
 }
 
+/// An answer (`seq` of the demand it answers; 0: unasked) as a datagram; at
+/// most [`MAX_ENTRIES`] entries, as in the demand answered.
+pub fn shares(seq: u64, shares: Vec<ShareEntry>) -> Vec<u8> {
+    encode(&Message::Shares(Shares {
+        v: VERSION,
+        seq,
+        shares,
+    }))
+}
+
 /// `node`'s demand as datagrams of at most [`MAX_ENTRIES`] addresses each.
 pub fn demands(node: &str, seq: u64, entries: &[DemandEntry]) -> Vec<Vec<u8>> {
     entries

@@ -29,13 +29,7 @@ pub fn remote_entries(p: &Pod, own: &str, port: u16) -> Vec<(IpAddr, RemotePod)>
     if !on_other_node || spec.host_network == Some(true) || finished {
         return Vec::new();
     }
-    let ann: HashMap<String, String> = p
-        .metadata
-        .annotations
-        .as_ref()
-        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    let Some(rate) = annotations::pod(&ann)
+    let Some(rate) = annotations::pod(&super::annotations(p))
         .limit
         .and_then(|l| l.ingress)
         .map(|r| r.bytes_per_sec())

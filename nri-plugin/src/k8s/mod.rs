@@ -51,6 +51,15 @@ pub async fn connect(
     Ok((client, node))
 }
 
+/// A pod's annotations as the core reads them.
+pub fn annotations(p: &Pod) -> std::collections::HashMap<String, String> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
 /// What a pod watch tells its user.
 pub enum Change {
     Seen(Pod),

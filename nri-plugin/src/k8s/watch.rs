@@ -2,7 +2,6 @@
 //! bandwidth annotations handed to the plugin as they change ([`super::changes`]
 //! lists again after expiry and errors).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -17,14 +16,6 @@ use crate::plugin::BandwidthPlugin;
 /// The field selector of this node's pods.
 pub fn node_selector(node: &str) -> String {
     format!("spec.nodeName={node}")
-}
-
-fn annotations(p: &Pod) -> HashMap<String, String> {
-    p.metadata
-        .annotations
-        .as_ref()
-        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default()
 }
 
 /// Runs until the process ends.
@@ -45,7 +36,7 @@ pub async fn run<S: Store>(client: Client, node: String, plugin: Arc<BandwidthPl
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
         };
-        let ann = annotations(&pod);
+        let ann = super::annotations(&pod);
         log::debug!(
             "pod watch: {}/{} ({uid}) {}, {} bandwidth key(s)",
             pod.metadata.namespace.as_deref().unwrap_or(""),

@@ -97,6 +97,20 @@ impl Cluster {
         })
     }
 
+    /// The pod's ingress limit on its node, with its address as the plugin
+    /// records it (the receiving agent answers only for those).
+    fn limit_pod(
+        &self,
+        cg: &nri_bandwidth_core::cgroup::Cgroup,
+        target: IpAddr,
+        rate: Rate,
+    ) -> Result<(), nri_bandwidth_core::datapath::DatapathError> {
+        self.recv_dp
+            .limit(cg, &ingress_limit(rate), &bench_owner())?;
+        self.recv_dp
+            .set_destinations(cg.id, &[target], Some(rate.bytes_per_sec()))
+    }
+
     /// What the API would tell every sending node: the pod's address and limit.
     fn announce(&self, target: IpAddr, rate: Option<u64>) {
         for (_, _, dir) in &self.nodes {
@@ -226,15 +240,7 @@ fn cell(
         first_second_ratio: None,
         error: None,
     };
-    let set = cluster
-        .recv_dp
-        .limit(cg, &ingress_limit(rate), &bench_owner())
-        .and_then(|()| {
-            cluster
-                .recv_dp
-                .set_destinations(cg.id, &[target], Some(rate.bytes_per_sec()))
-        });
-    if let Err(e) = set {
+    if let Err(e) = cluster.limit_pod(cg, target, rate) {
         row.error = Some(format!("setting the limit: {e}"));
         return row;
     }
@@ -309,16 +315,7 @@ fn follow_times(
         limit_ms: None,
     };
     let rate = Rate::parse("10M").unwrap();
-    let set = |r: Rate| {
-        cluster
-            .recv_dp
-            .limit(cg, &ingress_limit(r), &bench_owner())
-            .and_then(|()| {
-                cluster
-                    .recv_dp
-                    .set_destinations(cg.id, &[target], Some(r.bytes_per_sec()))
-            })
-    };
+    let set = |r: Rate| cluster.limit_pod(cg, target, r);
     if set(rate).is_err() {
         return row;
     }
