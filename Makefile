@@ -75,7 +75,7 @@ test: lint build peers
 
 # Only the end-to-end suites against the real runtimes and the node.
 e2e: build peers
-	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart --test e2e_kubernetes --test e2e_crio
+	$(PRIV) NRI_BANDWIDTH_E2E=1 $(CARGO) test -p nri-bandwidth-tests --test e2e_containerd --test e2e_churn --test e2e_podman --test deployment --test helm_chart --test e2e_kubernetes --test e2e_two_nodes --test e2e_crio
 
 # Not part of `make test`: minutes of traffic. Prints a markdown table.
 bench: release

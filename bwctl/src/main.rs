@@ -46,6 +46,12 @@ enum SendersOp {
         #[arg(long)]
         cgroup: String,
     },
+    /// The destinations this node's senders are paced toward: limited pods here
+    /// (by cgroup id) and on other nodes (the share this node was given).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +227,17 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Senders { op } => {
             let cgfs = cgroup_fs(cli)?;
             match op {
+                SendersOp::List { json } => {
+                    let rows = match Datapath::open_existing(&cli.pin_root)? {
+                        Some(dp) => output::destinations(&dp)?,
+                        None => Vec::new(),
+                    };
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        print!("{}", output::destinations_table(&rows));
+                    }
+                }
                 SendersOp::Attach { cgroup } => {
                     let cg = cgfs.lookup(cgroup)?;
                     Datapath::open(&cli.pin_root)?.attach_senders(&cg)?;

@@ -129,3 +129,102 @@ pub fn stats_table(rows: &[RateRow]) -> String {
     }
     s
 }
+
+/// One destination of the node's senders, as `bwctl senders list` shows it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DestinationRow {
+    pub address: std::net::IpAddr,
+    /// "local" (a limited cgroup on this node) or "remote" (a pod elsewhere).
+    pub place: &'static str,
+    /// The local limit's cgroup id; 0 for a remote pod.
+    pub cgroup_id: u64,
+    /// The rate this node's senders share toward it, bits/s.
+    pub rate_bps: u64,
+    /// This node's sockets sending there now.
+    pub active_sockets: u32,
+}
+
+pub fn destinations(
+    dp: &nri_bandwidth_core::datapath::Datapath,
+) -> Result<Vec<DestinationRow>, nri_bandwidth_core::datapath::DatapathError> {
+    use nri_bandwidth_core::datapath::senders::REMOTE;
+    let mut rows = Vec::new();
+    for (ip, _) in dp.destinations()? {
+        // Gone between the listing and the read: skip it.
+        if let Some(d) = dp.destination(ip)? {
+            rows.push(DestinationRow {
+                address: ip,
+                place: if d.cgid == REMOTE { "remote" } else { "local" },
+                cgroup_id: d.cgid,
+                rate_bps: d.rate.saturating_mul(8),
+                active_sockets: d.active,
+            });
+        }
+    }
+    rows.sort_by_key(|r| r.address);
+    Ok(rows)
+}
+
+pub fn destinations_table(rows: &[DestinationRow]) -> String {
+    if rows.is_empty() {
+        return "no destinations: no limited workload is known to this node's senders\n".into();
+    }
+    let mut out = format!(
+        "{:<40} {:<7} {:>10} {:>12} {:>7}\n",
+        "ADDRESS", "WHERE", "CGROUP", "RATE", "SOCKETS"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<40} {:<7} {:>10} {:>12} {:>7}\n",
+            r.address.to_string(),
+            r.place,
+            if r.cgroup_id == 0 {
+                "-".to_string()
+            } else {
+                r.cgroup_id.to_string()
+            },
+            human_bps(r.rate_bps as f64),
+            r.active_sockets
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_table_names_place_rate_and_sockets() {
+        assert!(destinations_table(&[]).starts_with("no destinations"));
+        let rows = [
+            DestinationRow {
+                address: "10.0.0.7".parse().unwrap(),
+                place: "remote",
+                cgroup_id: 0,
+                rate_bps: 10_000_000,
+                active_sockets: 2,
+            },
+            DestinationRow {
+                address: "10.0.0.9".parse().unwrap(),
+                place: "local",
+                cgroup_id: 4242,
+                rate_bps: 5_000_000,
+                active_sockets: 0,
+            },
+        ];
+        let t = destinations_table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        let remote: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(remote[0], "10.0.0.7");
+        assert_eq!(remote[1], "remote");
+        assert_eq!(remote[2], "-");
+        assert_eq!(*remote.last().unwrap(), "2");
+        assert!(lines[1].contains(&human_bps(10e6)), "{t}");
+        assert!(
+            lines[2].contains("4242") && lines[2].contains("local"),
+            "{t}"
+        );
+    }
+}

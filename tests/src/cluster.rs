@@ -1,9 +1,10 @@
-//! A one-node Kubernetes cluster for the end-to-end suite, built from Go modules
+//! A Kubernetes cluster for the end-to-end suite, built from Go modules
 //! (tests/e2e/build-k8s-peers.sh): etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler and a kubelet on the e2e containerd, with certificates and
-//! kubeconfigs made here.
+//! kubeconfigs made here; [`Cluster::join`] adds a second node with its own
+//! kubelet and containerd, reached through a delay line.
 //!
-//! The node is a network namespace plus a private mount namespace held by one
+//! A node is a network namespace plus a private mount namespace held by one
 //! `sleep` process, so nothing the cluster does reaches the host:
 //! - its own network: the apiserver listens on the service address 10.96.0.1:443
 //!   (on the namespace's `lo`), so pods reach it at the address the kubelet gives
@@ -12,7 +13,14 @@
 //!   its own bpffs on /sys/fs/bpf (the DaemonSet's pins are private);
 //! - fake files over the six /proc/sys entries the kubelet checks, holding the
 //!   values it wants, with `protectKernelDefaults` so it only reads them;
-//! - its own cgroup root (the kubelet's `cgroupRoot`), removed on drop.
+//! - its own cgroup root (the kubelet's `cgroupRoot`, `/<node name>-<pid>`),
+//!   removed on drop.
+//!
+//! The first node runs the control plane. A joined node's namespace is linked to
+//! the first's by two veths bridged in a third namespace by the user-space
+//! [`DelayLine`] (this kernel has no netem): API, kubelet and pod-to-pod traffic
+//! between the nodes all cross it. Pod addresses are routed, not masqueraded, so
+//! a pod sees its peers' own addresses as on a routed pod network.
 //!
 //! Drop stops everything, removes pods, cgroups, the namespace and the directory,
 //! also when a test fails.
@@ -21,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::delay_line::DelayLine;
 use crate::e2e::{Containerd, ok, peers, run, workspace};
 
 /// Kubernetes release of the peers (tests/e2e/build-k8s-peers.sh K8S_VERSION).
@@ -51,83 +60,58 @@ pub fn available() -> bool {
         .all(|b| k8s_bin().join(b).is_file())
 }
 
+/// One kubelet's node: its namespaces, containerd and kubelet.
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    pub netns: String,
+    /// Its kubelet's directories, logs and sysctl files.
+    pub dir: PathBuf,
+    holder: Option<Child>,
+    kubelet: Option<Child>,
+    pub ctd: Option<Containerd>,
+}
+
+/// The link between the first node and a joined one.
+struct Wire {
+    netns: String,
+    line: Option<DelayLine>,
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub netns: String,
     pub node: String,
     pub node_ip: String,
-    holder: Option<Child>,
-    /// Control plane and kubelet, stopped in reverse order.
+    /// The first node (control plane) and any joined ones.
+    pub nodes: Vec<Node>,
+    /// Control plane, stopped in reverse order.
     procs: Vec<(&'static str, Child)>,
-    pub ctd: Option<Containerd>,
+    wire: Option<Wire>,
 }
 
-impl Cluster {
-    /// Starts the whole cluster and waits until the node is Ready. `octet` keeps
-    /// the node's and pods' subnets apart from other suites.
-    pub fn start(tag: &str, octet: u8) -> Cluster {
-        assert!(
-            available(),
-            "the Kubernetes peers are not built: run tests/e2e/build-k8s-peers.sh (make e2e does)"
-        );
-        let dir = std::env::temp_dir().join(format!("nbw-k8s-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for d in ["pki", "etcd", "kubelet", "pod-logs", "sysctl", "logs"] {
+impl Node {
+    fn new(dir: PathBuf, tag: &str, ip: String) -> Node {
+        for d in ["kubelet", "pod-logs", "sysctl", "logs"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        let netns = format!("nbwk{tag}{}", std::process::id());
-        let mut c = Cluster {
+        Node {
             dir,
-            netns,
-            node: format!("nbw-node-{tag}"),
-            node_ip: format!("10.253.{octet}.2"),
+            name: format!("nbw-node-{tag}"),
+            ip,
+            netns: format!("nbwk{tag}{}", std::process::id()),
             holder: None,
-            procs: Vec::new(),
+            kubelet: None,
             ctd: None,
-        };
-        c.network();
-        c.hold_namespaces();
-        c.certificates();
-        c.start_control_plane();
-        let ctd = Containerd::start_in_node(tag, octet, c.holder_pid());
-        c.ctd = Some(ctd);
-        c.start_kubelet();
-        c.wait("the node registered", Duration::from_secs(120), |c| {
-            c.kubectl(&["get", "node", &c.node]).status.success()
-        });
-        c.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("node/{}", c.node),
-            "--timeout=180s",
-        ]);
-        c
+        }
     }
 
-    fn network(&self) {
-        ok(Command::new("ip").args(["netns", "add", &self.netns]));
-        let ns = |args: &[&str]| {
-            ok(Command::new("ip").args(["-n", &self.netns]).args(args));
-        };
-        ns(&["link", "set", "lo", "up"]);
-        ns(&["addr", "add", &format!("{SERVICE_IP}/32"), "dev", "lo"]);
-        // The node's address on a veth whose both ends stay in the namespace
-        // (this kernel has no dummy devices).
-        ns(&[
-            "link", "add", "node0", "type", "veth", "peer", "name", "node0p",
-        ]);
-        ns(&["link", "set", "node0p", "up"]);
-        ns(&[
-            "addr",
-            "add",
-            &format!("{}/24", self.node_ip),
-            "dev",
-            "node0",
-        ]);
-        ns(&["link", "set", "node0", "up"]);
-        // The kubelet wants a default route to find the node's address family.
-        let gw = self.node_ip.rsplit_once('.').unwrap().0.to_string() + ".1";
-        ns(&["route", "add", "default", "via", &gw, "dev", "node0"]);
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::File::create(self.dir.join("logs").join(format!("{name}.log"))).unwrap()
+    }
+
+    fn ns(&self, args: &[&str]) {
+        ok(Command::new("ip").args(["-n", &self.netns]).args(args));
     }
 
     /// The process whose network and mount namespaces are the node's.
@@ -156,9 +140,15 @@ impl Cluster {
             .spawn()
             .expect("nsenter/unshare (util-linux)");
         self.holder = Some(child);
-        self.wait("the node's namespaces", Duration::from_secs(10), |c| {
-            c.dir.join("namespaces-ready").exists()
-        });
+        let t = Instant::now();
+        while !self.dir.join("namespaces-ready").exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the node's namespaces are not up; see {}",
+                self.dir.join("logs").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn holder_pid(&self) -> u32 {
@@ -171,6 +161,325 @@ impl Cluster {
         c.args(["-t", &self.holder_pid().to_string(), "-n", "-m", "--"])
             .arg(program);
         c
+    }
+
+    /// A path inside the node's mount namespace, as this process can reach it.
+    pub fn node_path(&self, p: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{}", self.holder_pid(), p))
+    }
+
+    /// The kubelet's cgroup root: the node containerd's private parent, in every
+    /// hierarchy of this hybrid host (the kubelet refuses a root that is missing).
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let Some(ctd) = &self.ctd else {
+            return Vec::new();
+        };
+        let root = &ctd.cgroup_root;
+        let mut dirs = Vec::new();
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                if e.path().join("cgroup.procs").exists() {
+                    dirs.push(e.path().join(root.trim_start_matches('/')));
+                }
+            }
+        }
+        if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+            dirs.push(PathBuf::from(format!("/sys/fs/cgroup{root}")));
+        }
+        dirs
+    }
+
+    fn start_kubelet(&mut self, pki: &Path) {
+        for d in self.cgroup_dirs() {
+            let _ = std::fs::create_dir_all(&d);
+            // A new v1 cpuset starts empty: give it the parent's.
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = std::fs::read_to_string(d.parent().unwrap().join(f)) {
+                    let _ = std::fs::write(d.join(f), v.trim());
+                }
+            }
+        }
+        let d = self.dir.display().to_string();
+        let ctd = self.ctd.as_ref().unwrap();
+        let config = format!(
+            r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupRoot: {root}
+containerRuntimeEndpoint: unix://{sock}
+failSwapOn: false
+protectKernelDefaults: true
+address: {ip}
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+  x509:
+    clientCAFile: {ca}
+authorization:
+  mode: AlwaysAllow
+podLogsDir: {d}/pod-logs
+resolvConf: /etc/resolv.conf
+localStorageCapacityIsolation: false
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%"
+  imagefs.available: "1%"
+  nodefs.inodesFree: "1%"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+"#,
+            root = ctd.cgroup_root,
+            sock = ctd.dir.join("containerd.sock").display(),
+            ip = self.ip,
+            ca = pki.join("ca.crt").display(),
+        );
+        std::fs::write(self.dir.join("kubelet.yaml"), config).unwrap();
+        let kubeconfig = pki
+            .parent()
+            .unwrap()
+            .join(format!("{}.kubeconfig", self.name));
+        let child = self
+            .in_node(k8s_bin().join("kubelet"))
+            .args([
+                format!("--config={d}/kubelet.yaml"),
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--root-dir={d}/kubelet"),
+                format!("--cert-dir={d}/kubelet/pki"),
+                format!("--hostname-override={}", self.name),
+                format!("--node-ip={}", self.ip),
+            ])
+            .stdin(Stdio::null())
+            .stdout(self.log("kubelet"))
+            .stderr(self.log("kubelet.err"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the kubelet: {e}"));
+        self.kubelet = Some(child);
+    }
+
+    fn stop_kubelet(&mut self) {
+        if let Some(mut k) = self.kubelet.take() {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
+
+    /// Goodput in bit/s of one bwload transfer from the node to a pod's server:
+    /// "R" = the pod receives, "S" = the pod sends.
+    pub fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
+        let out = ok(self.in_node(peers().join("images/bwload")).args([
+            "client",
+            &format!("{ip}:{port}"),
+            mode,
+            &secs.to_string(),
+        ]));
+        out.parse()
+            .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
+    }
+
+    /// Imports an image archive into containerd's k8s.io namespace.
+    pub fn import(&self, tar: &Path) {
+        ok(self
+            .ctd
+            .as_ref()
+            .unwrap()
+            .ctr()
+            .args(["images", "import"])
+            .arg(tar));
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The kubelet first, so it does not restart what containerd's drop removes.
+        self.stop_kubelet();
+        let cgroups = self.cgroup_dirs();
+        drop(self.ctd.take());
+        for d in cgroups {
+            crate::e2e::remove_cgroup_tree(&d);
+        }
+        if let Some(mut h) = self.holder.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        let _ = run(Command::new("ip").args(["netns", "del", &self.netns]));
+    }
+}
+
+impl Cluster {
+    /// Starts the whole cluster and waits until the node is Ready. `octet` keeps
+    /// the node's and pods' subnets apart from other suites.
+    pub fn start(tag: &str, octet: u8) -> Cluster {
+        assert!(
+            available(),
+            "the Kubernetes peers are not built: run tests/e2e/build-k8s-peers.sh (make e2e does)"
+        );
+        let dir = std::env::temp_dir().join(format!("nbw-k8s-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["pki", "etcd", "logs"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let first = Node::new(dir.clone(), tag, format!("10.253.{octet}.2"));
+        let mut c = Cluster {
+            dir,
+            netns: first.netns.clone(),
+            node: first.name.clone(),
+            node_ip: first.ip.clone(),
+            nodes: vec![first],
+            procs: Vec::new(),
+            wire: None,
+        };
+        c.first_network();
+        c.nodes[0].hold_namespaces();
+        c.certificates();
+        c.start_control_plane();
+        c.start_node(0, tag, octet);
+        c
+    }
+
+    /// Starts the node's containerd and kubelet; waits until it is Ready.
+    fn start_node(&mut self, i: usize, tag: &str, octet: u8) {
+        let n = &mut self.nodes[i];
+        n.ctd = Some(Containerd::start_in_node(
+            tag,
+            octet,
+            n.holder_pid(),
+            &format!("/{}-{}", n.name, std::process::id()),
+        ));
+        n.start_kubelet(&self.dir.join("pki"));
+        let name = n.name.clone();
+        self.wait("the node registered", Duration::from_secs(120), |c| {
+            c.kubectl(&["get", "node", &name]).status.success()
+        });
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("node/{name}"),
+            "--timeout=180s",
+        ]);
+    }
+
+    fn first_network(&self) {
+        ok(Command::new("ip").args(["netns", "add", &self.netns]));
+        let n = &self.nodes[0];
+        n.ns(&["link", "set", "lo", "up"]);
+        n.ns(&["addr", "add", &format!("{SERVICE_IP}/32"), "dev", "lo"]);
+        // The node's address on a veth whose both ends stay in the namespace
+        // (this kernel has no dummy devices).
+        n.ns(&[
+            "link", "add", "node0", "type", "veth", "peer", "name", "node0p",
+        ]);
+        n.ns(&["link", "set", "node0p", "up"]);
+        n.ns(&["addr", "add", &format!("{}/24", n.ip), "dev", "node0"]);
+        n.ns(&["link", "set", "node0", "up"]);
+        // The kubelet wants a default route to find the node's address family.
+        let gw = n.ip.rsplit_once('.').unwrap().0.to_string() + ".1";
+        n.ns(&["route", "add", "default", "via", &gw, "dev", "node0"]);
+    }
+
+    /// Adds a second node (its own namespaces, containerd, kubelet, pod subnet
+    /// 10.252.`octet`.0/24) linked to the first through a delay line of
+    /// `one_way` each way; returns once it is Ready.
+    pub fn join(&mut self, tag: &str, octet: u8, one_way: Duration) -> &Node {
+        assert!(self.wire.is_none(), "one joined node at most");
+        let pid = std::process::id();
+        let link = format!("10.251.{octet}");
+        let node = Node::new(
+            self.dir.join(format!("node-{tag}")),
+            tag,
+            format!("{link}.2"),
+        );
+        ok(Command::new("ip").args(["netns", "add", &node.netns]));
+        let wire = format!("nbww{tag}{pid}");
+        ok(Command::new("ip").args(["netns", "add", &wire]));
+        self.wire = Some(Wire {
+            netns: wire.clone(),
+            line: None,
+        });
+        self.nodes.push(node);
+        let (a, b) = (&self.nodes[0], &self.nodes[1]);
+        for (i, n) in [a, b].into_iter().enumerate() {
+            ok(Command::new("ip").args([
+                "-n",
+                &wire,
+                "link",
+                "add",
+                &format!("w{i}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "link0",
+                "netns",
+                &n.netns,
+            ]));
+            ok(Command::new("ip").args(["-n", &wire, "link", "set", &format!("w{i}"), "up"]));
+            n.ns(&[
+                "addr",
+                "add",
+                &format!("{link}.{}/24", i + 1),
+                "dev",
+                "link0",
+            ]);
+            n.ns(&["link", "set", "link0", "up"]);
+            // Both nodes route pods of the other (the CNI bridge's gateway sets
+            // forwarding on, but only once its first pod starts).
+            ok(Command::new("ip").args([
+                "netns",
+                "exec",
+                &n.netns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]));
+        }
+        // The wire's own stack stays silent.
+        for k in ["all", "default"] {
+            ok(Command::new("ip").args([
+                "netns",
+                "exec",
+                &wire,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{k}.disable_ipv6=1"),
+            ]));
+        }
+        b.ns(&["link", "set", "lo", "up"]);
+        // Everything else (the apiserver's service address, the first node's
+        // address and pods) is behind the first node.
+        b.ns(&["route", "add", "default", "via", &format!("{link}.1")]);
+        a.ns(&[
+            "route",
+            "add",
+            &format!("10.252.{octet}.0/24"),
+            "via",
+            &format!("{link}.2"),
+        ]);
+        self.set_delay(one_way);
+        self.nodes[1].hold_namespaces();
+        self.node_certificate(&self.nodes[1].name.clone());
+        self.start_node(1, tag, octet);
+        &self.nodes[1]
+    }
+
+    /// The one-way delay between the nodes (a new line replaces the old one).
+    pub fn set_delay(&mut self, one_way: Duration) {
+        let w = self.wire.as_mut().expect("no joined node");
+        drop(w.line.take());
+        w.line = Some(DelayLine::start(&w.netns, "w0", "w1", one_way).expect("the delay line"));
+    }
+
+    pub fn holder_pid(&self) -> u32 {
+        self.nodes[0].holder_pid()
+    }
+
+    /// A command run in the first node's network and mount namespaces.
+    pub fn in_node(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.nodes[0].in_node(program)
     }
 
     /// Runs `f` on a thread inside the node's network namespace (where the API
@@ -195,9 +504,9 @@ impl Cluster {
         .unwrap()
     }
 
-    /// A path inside the node's mount namespace, as this process can reach it.
+    /// A path inside the first node's mount namespace, as this process can reach it.
     pub fn node_path(&self, p: &str) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/root{}", self.holder_pid(), p))
+        self.nodes[0].node_path(p)
     }
 
     fn log(&self, name: &str) -> std::fs::File {
@@ -236,12 +545,10 @@ impl Cluster {
         );
         self.sign("apiserver", "/CN=kube-apiserver", &sans);
         // Client certificates must be X.509 v3 (an extension file makes them so).
-        let client = "extendedKeyUsage=clientAuth\n";
-        self.sign("admin", "/O=system:masters/CN=admin", client);
         self.sign(
-            "node",
-            &format!("/O=system:nodes/CN=system:node:{}", self.node),
-            client,
+            "admin",
+            "/O=system:masters/CN=admin",
+            "extendedKeyUsage=clientAuth\n",
         );
         openssl(&["genrsa", "-out", &self.pki("sa.key"), "2048"]);
         openssl(&[
@@ -252,22 +559,36 @@ impl Cluster {
             "-out",
             &self.pki("sa.pub"),
         ]);
-        for (name, user) in [("admin", "admin"), ("node", "node")] {
-            std::fs::write(
-                self.dir.join(format!("{name}.kubeconfig")),
-                format!(
-                    "apiVersion: v1\nkind: Config\n\
-                     clusters:\n- name: test\n  cluster:\n    server: https://{SERVICE_IP}:443\n    certificate-authority: {ca}\n\
-                     users:\n- name: {user}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
-                     contexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n\
-                     current-context: test\n",
-                    ca = self.pki("ca.crt"),
-                    crt = self.pki(&format!("{name}.crt")),
-                    key = self.pki(&format!("{name}.key")),
-                ),
-            )
-            .unwrap();
-        }
+        self.kubeconfig("admin", "admin");
+        self.node_certificate(&self.node);
+    }
+
+    /// A kubelet's client certificate and kubeconfig, `<node>.kubeconfig`.
+    fn node_certificate(&self, node: &str) {
+        self.sign(
+            node,
+            &format!("/O=system:nodes/CN=system:node:{node}"),
+            "extendedKeyUsage=clientAuth\n",
+        );
+        self.kubeconfig(node, node);
+    }
+
+    /// `<name>.kubeconfig` for the user of certificate pki/<name>.crt.
+    fn kubeconfig(&self, name: &str, user: &str) {
+        std::fs::write(
+            self.dir.join(format!("{name}.kubeconfig")),
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters:\n- name: test\n  cluster:\n    server: https://{SERVICE_IP}:443\n    certificate-authority: {ca}\n\
+                 users:\n- name: {user}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
+                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n\
+                 current-context: test\n",
+                ca = self.pki("ca.crt"),
+                crt = self.pki(&format!("{name}.crt")),
+                key = self.pki(&format!("{name}.key")),
+            ),
+        )
+        .unwrap();
     }
 
     fn sign(&self, name: &str, subject: &str, ext: &str) {
@@ -337,6 +658,8 @@ impl Cluster {
                 format!("--service-account-signing-key-file={}", self.pki("sa.key")),
                 "--service-cluster-ip-range=10.96.0.0/24".into(),
                 "--authorization-mode=Node,RBAC".into(),
+                // exec and logs reach kubelets at their address (no DNS here).
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
             ],
@@ -363,87 +686,6 @@ impl Cluster {
                 "--leader-elect=false".into(),
                 "--bind-address=127.0.0.1".into(),
                 "--profiling=false".into(),
-            ],
-        );
-    }
-
-    /// The kubelet's cgroup root: the e2e containerd's private parent, in every
-    /// hierarchy of this hybrid host (the kubelet refuses a root that is missing).
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        let root = &self.ctd.as_ref().unwrap().cgroup_root;
-        let mut dirs = Vec::new();
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for e in rd.flatten() {
-                if e.path().join("cgroup.procs").exists() {
-                    dirs.push(e.path().join(root.trim_start_matches('/')));
-                }
-            }
-        }
-        if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
-            dirs.push(PathBuf::from(format!("/sys/fs/cgroup{root}")));
-        }
-        dirs
-    }
-
-    fn start_kubelet(&mut self) {
-        for d in self.cgroup_dirs() {
-            let _ = std::fs::create_dir_all(&d);
-            // A new v1 cpuset starts empty: give it the parent's.
-            for f in ["cpuset.cpus", "cpuset.mems"] {
-                if let Ok(v) = std::fs::read_to_string(d.parent().unwrap().join(f)) {
-                    let _ = std::fs::write(d.join(f), v.trim());
-                }
-            }
-        }
-        let d = self.dir.display().to_string();
-        let ctd = self.ctd.as_ref().unwrap();
-        let config = format!(
-            r#"apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-failCgroupV1: false
-cgroupDriver: cgroupfs
-cgroupRoot: {root}
-containerRuntimeEndpoint: unix://{sock}
-failSwapOn: false
-protectKernelDefaults: true
-address: {ip}
-readOnlyPort: 0
-healthzPort: 0
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-  x509:
-    clientCAFile: {ca}
-authorization:
-  mode: AlwaysAllow
-podLogsDir: {d}/pod-logs
-resolvConf: /etc/resolv.conf
-localStorageCapacityIsolation: false
-evictionHard:
-  memory.available: "1Mi"
-  nodefs.available: "1%"
-  imagefs.available: "1%"
-  nodefs.inodesFree: "1%"
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-"#,
-            root = ctd.cgroup_root,
-            sock = ctd.dir.join("containerd.sock").display(),
-            ip = self.node_ip,
-            ca = self.pki("ca.crt"),
-        );
-        std::fs::write(self.dir.join("kubelet.yaml"), config).unwrap();
-        self.spawn(
-            "kubelet",
-            &[
-                format!("--config={d}/kubelet.yaml"),
-                format!("--kubeconfig={d}/node.kubeconfig"),
-                format!("--root-dir={d}/kubelet"),
-                format!("--cert-dir={d}/kubelet/pki"),
-                format!("--hostname-override={}", self.node),
-                format!("--node-ip={}", self.node_ip),
             ],
         );
     }
@@ -516,7 +758,10 @@ imageGCLowThresholdPercent: 99
     /// The last lines of every component's log, for a failure message.
     pub fn diagnose(&self) -> String {
         let mut s = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.dir.join("logs")) {
+        let dirs: Vec<PathBuf> = std::iter::once(self.dir.join("logs"))
+            .chain(self.nodes.iter().skip(1).map(|n| n.dir.join("logs")))
+            .collect();
+        for rd in dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()) {
             let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
             files.sort();
             for f in files {
@@ -534,10 +779,15 @@ imageGCLowThresholdPercent: 99
         s
     }
 
-    /// The log of a container of a pod, read from the kubelet's log directory.
+    /// The log of a container of a pod, read from the kubelets' log directories
+    /// (every node's pods whose names start with `pod_prefix`).
     pub fn container_log(&self, namespace: &str, pod_prefix: &str, container: &str) -> String {
         let mut out = String::new();
-        if let Ok(rd) = std::fs::read_dir(self.dir.join("pod-logs")) {
+        for rd in self
+            .nodes
+            .iter()
+            .filter_map(|n| std::fs::read_dir(n.dir.join("pod-logs")).ok())
+        {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if !name.starts_with(&format!("{namespace}_{pod_prefix}")) {
@@ -555,23 +805,43 @@ imageGCLowThresholdPercent: 99
         out
     }
 
-    /// Goodput in bit/s of one bwload transfer from the node to a pod's server:
-    /// "R" = the pod receives, "S" = the pod sends.
+    /// Goodput in bit/s of one bwload transfer from the first node to a pod's
+    /// server: "R" = the pod receives, "S" = the pod sends.
     pub fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
-        let out = ok(self.in_node(peers().join("images/bwload")).args([
-            "client",
-            &format!("{ip}:{port}"),
-            mode,
-            &secs.to_string(),
-        ]));
-        out.parse()
-            .unwrap_or_else(|_| panic!("bwload printed {out:?}"))
+        self.nodes[0].measure(ip, port, mode, secs)
     }
 
     /// The DaemonSet and its RBAC as examples/ has them, applied with kubectl,
     /// its image made like `make image` does and imported with the test server
     /// image; returns once the DaemonSet has rolled out.
     pub fn install_daemonset(&self) {
+        self.import_images();
+        for f in ["examples/rbac.yaml", "examples/daemonset.yaml"] {
+            self.kubectl_ok(&["apply", "-f", &workspace().join(f).display().to_string()]);
+        }
+        self.daemonset_ready();
+    }
+
+    /// The Helm chart (charts/nri-bandwidth) rendered by helm with `set`
+    /// values and applied with kubectl, on every node; returns once it has
+    /// rolled out.
+    pub fn install_chart(&self, set: &[&str]) {
+        self.import_images();
+        let mut helm = Command::new(peers().join("bin/helm"));
+        helm.arg("template")
+            .arg("nri-bandwidth")
+            .arg(workspace().join("charts/nri-bandwidth"))
+            .args(["--namespace", "kube-system"]);
+        for s in set {
+            helm.args(["--set", s]);
+        }
+        self.apply(&ok(&mut helm));
+        self.daemonset_ready();
+    }
+
+    /// The daemon's image (named as examples/daemonset.yaml and the chart's
+    /// default values name it) and the test server's, on every node.
+    fn import_images(&self) {
         let ds = workspace().join("examples/daemonset.yaml");
         let ds: serde_json::Value = serde_json::from_str(&self.kubectl_ok(&[
             "create",
@@ -587,13 +857,9 @@ imageGCLowThresholdPercent: 99
             .expect("the DaemonSet's image");
         self.import(&daemon_image(&self.dir, image));
         self.import(&peers().join("images/bwload.tar"));
-        for f in ["examples/rbac.yaml", "examples/daemonset.yaml"] {
-            self.kubectl_ok(&["apply", "-f", &workspace().join(f).display().to_string()]);
-        }
-        self.daemonset_ready();
     }
 
-    /// Waits until the DaemonSet's pod is rolled out (again).
+    /// Waits until the DaemonSet's pods are rolled out (again).
     pub fn daemonset_ready(&self) {
         self.kubectl_ok(&[
             "-n",
@@ -605,21 +871,10 @@ imageGCLowThresholdPercent: 99
         ]);
     }
 
-    /// Imports an image archive into containerd's k8s.io namespace.
+    /// Imports an image archive into every node's containerd.
     pub fn import(&self, tar: &Path) {
-        ok(self
-            .ctd
-            .as_ref()
-            .unwrap()
-            .ctr()
-            .args(["images", "import"])
-            .arg(tar));
-    }
-
-    fn stop_kubelet_and_control_plane(&mut self) {
-        while let Some((_, mut child)) = self.procs.pop() {
-            let _ = child.kill();
-            let _ = child.wait();
+        for n in &self.nodes {
+            n.import(tar);
         }
     }
 }
@@ -631,32 +886,36 @@ impl Drop for Cluster {
             // Whole logs for a look afterwards (the directory goes below).
             let keep = std::env::temp_dir().join("nbw-k8s-failed-logs");
             let _ = std::fs::remove_dir_all(&keep);
+            let _ = std::fs::create_dir_all(&keep);
             let _ = run(Command::new("cp")
                 .arg("-r")
                 .arg(self.dir.join("logs"))
-                .arg(&keep));
-            let _ = run(Command::new("cp")
-                .arg("-r")
-                .arg(self.dir.join("pod-logs"))
-                .arg(keep.join("pods")));
+                .arg(keep.join("control-plane")));
+            for n in &self.nodes {
+                for d in ["logs", "pod-logs"] {
+                    let _ = run(Command::new("cp")
+                        .arg("-r")
+                        .arg(n.dir.join(d))
+                        .arg(keep.join(format!("{}-{d}", n.name))));
+                }
+            }
             eprintln!("logs kept in {}", keep.display());
         }
-        // The kubelet first, so it does not restart what containerd's drop removes.
-        self.stop_kubelet_and_control_plane();
-        let cgroups = if self.ctd.is_some() {
-            self.cgroup_dirs()
-        } else {
-            Vec::new()
-        };
-        drop(self.ctd.take());
-        for d in cgroups {
-            crate::e2e::remove_cgroup_tree(&d);
+        // Kubelets first, so they do not restart what containerd's drop removes.
+        for n in &mut self.nodes {
+            n.stop_kubelet();
         }
-        if let Some(mut h) = self.holder.take() {
-            let _ = h.kill();
-            let _ = h.wait();
+        while let Some((_, mut child)) = self.procs.pop() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = run(Command::new("ip").args(["netns", "del", &self.netns]));
+        while let Some(n) = self.nodes.pop() {
+            drop(n);
+        }
+        if let Some(mut w) = self.wire.take() {
+            drop(w.line.take());
+            let _ = run(Command::new("ip").args(["netns", "del", &w.netns]));
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -124,9 +124,10 @@ impl Containerd {
 
     /// A containerd 2.x for a Kubernetes node (tests/src/cluster.rs): it runs in
     /// the network and mount namespaces of process `node`, with its NRI socket at
-    /// the DaemonSet's path (/var/run/nri/nri.sock, private to that namespace).
-    pub fn start_in_node(tag: &str, octet: u8, node: u32) -> Containerd {
-        Self::start_opts(Flavor::V2, tag, octet, false, Some(node))
+    /// the DaemonSet's path (/var/run/nri/nri.sock, private to that namespace),
+    /// its pods below `cgroup_root`.
+    pub fn start_in_node(tag: &str, octet: u8, node: u32, cgroup_root: &str) -> Containerd {
+        Self::start_opts(Flavor::V2, tag, octet, false, Some((node, cgroup_root)))
     }
 
     /// A containerd 2.x whose CNI chain ends with the CNI bandwidth plugin, as a
@@ -141,8 +142,9 @@ impl Containerd {
         tag: &str,
         octet: u8,
         cni_bandwidth: bool,
-        node: Option<u32>,
+        in_node: Option<(u32, &str)>,
     ) -> Containerd {
+        let node = in_node.map(|(pid, _)| pid);
         let dir = std::env::temp_dir().join(format!("nbw-e2e-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         for d in [
@@ -251,7 +253,10 @@ state = "{d}/state"
             child: None,
             bridge,
             subnet,
-            cgroup_root: format!("/nbw-e2e-{tag}-{}", std::process::id()),
+            cgroup_root: match in_node {
+                Some((_, root)) => root.to_string(),
+                None => format!("/nbw-e2e-{tag}-{}", std::process::id()),
+            },
             node,
         };
         c.launch();

@@ -14,6 +14,7 @@ pub mod podman;
 pub mod report_charts;
 pub mod sender_node;
 pub mod tbf;
+pub mod two_nodes;
 
 use std::path::PathBuf;
 

@@ -132,4 +132,10 @@ fn the_chart_renders_the_plain_manifests_and_its_values() {
         Some(true),
         "the exchange is reached at the node's address"
     );
+    let scoped = render(&["senders.enabled=true", "senders.scope=/kubepods"]);
+    let args = args_of(&scoped);
+    assert!(
+        args.contains(&"--sender-scope=/kubepods".to_string()),
+        "{args:?}"
+    );
 }

@@ -2,15 +2,22 @@
 // sends one byte, 'S' (server sends to it) or 'R' (server receives), then the
 // bulk transfer runs until the client closes. `bwload client ADDR S|R SECONDS`
 // runs one transfer and prints the goodput in bits per second.
+// `bwload flows ADDR S|R SECONDS FLOWS CC` runs FLOWS transfers at once with
+// congestion control CC and prints "goodput retransmitted segments": the last
+// two are the sending sockets' own counts (mode R only; 0 for S).
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strconv"
+	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 func serve(addr string) {
@@ -44,48 +51,130 @@ func serve(addr string) {
 }
 
 func client(addr, mode string, secs float64) {
-	c, err := net.Dial("tcp", addr)
+	warm := time.Now().Add(time.Second)
+	r, err := flow(addr, mode, "", warm, warm.Add(time.Duration(secs*float64(time.Second))))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	fmt.Printf("%.0f\n", float64(r.moved)*8/r.secs)
+}
+
+// One of `flows` transfers: bytes moved after the warm-up, the seconds they
+// took, and (sending) the socket's retransmissions and segments sent.
+type result struct {
+	moved        int64
+	secs         float64
+	retrans, seg uint64
+}
+
+func flow(addr, mode, cc string, warm, end time.Time) (result, error) {
+	// The first second (slow start, burst) is not counted. Sending, what is
+	// counted is what the socket took: its buffer is kept small so that bytes
+	// still queued in it hardly count as moved. cc "" keeps the node's default.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		if cc == "" {
+			return nil
+		}
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptString(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CONGESTION, cc)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return result{}, err
+	}
 	defer c.Close()
-	c.Write([]byte(mode))
+	tc := c.(*net.TCPConn)
+	tc.Write([]byte(mode))
 	buf := make([]byte, 128<<10)
 	if mode != "S" {
-		// Sending, what is counted is what the socket took: keep its buffer
-		// small so that bytes still queued in it hardly count as moved.
-		c.(*net.TCPConn).SetWriteBuffer(32 << 10)
+		tc.SetWriteBuffer(32 << 10)
 		buf = buf[:16<<10]
 	}
-	// Skip the first second (slow start, burst), then measure.
-	warm := time.Now().Add(time.Second)
-	end := warm.Add(time.Duration(secs * float64(time.Second)))
-	var n int64
+	var r result
 	var start time.Time
 	for time.Now().Before(end) {
-		c.SetDeadline(end)
+		tc.SetDeadline(end)
 		var k int
 		if mode == "S" {
-			k, err = c.Read(buf)
+			k, err = tc.Read(buf)
 		} else {
-			k, err = c.Write(buf)
+			k, err = tc.Write(buf)
 		}
 		if time.Now().After(warm) {
 			if start.IsZero() {
 				start = time.Now()
 			}
-			n += int64(k)
+			r.moved += int64(k)
 		}
 		if err != nil {
 			break
 		}
 	}
-	el := time.Since(start).Seconds()
-	fmt.Printf("%.0f\n", float64(n)*8/el)
+	r.secs = time.Since(start).Seconds()
+	if mode != "S" {
+		raw, _ := tc.SyscallConn()
+		raw.Control(func(fd uintptr) {
+			// struct tcp_info read raw (package syscall has no getter for it):
+			// tcpi_total_retrans at byte 100, tcpi_segs_out at byte 136.
+			var info [232]byte
+			size := uint32(len(info))
+			_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+				uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+			if e == 0 && size >= 144 {
+				r.retrans = uint64(binary.LittleEndian.Uint32(info[100:]))
+				r.seg = uint64(binary.LittleEndian.Uint32(info[136:]))
+			}
+		})
+	}
+	return r, nil
+}
+
+func flows(addr, mode string, secs float64, n int, cc string) {
+	warm := time.Now().Add(time.Second)
+	end := warm.Add(time.Duration(secs * float64(time.Second)))
+	results := make([]result, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			results[i], errs[i] = flow(addr, mode, cc, warm, end)
+		}(i)
+	}
+	wg.Wait()
+	var bits, retrans, segs float64
+	for i, r := range results {
+		if errs[i] != nil {
+			fmt.Fprintln(os.Stderr, errs[i])
+			os.Exit(1)
+		}
+		if r.secs > 0 {
+			bits += float64(r.moved) * 8 / r.secs
+		}
+		retrans += float64(r.retrans)
+		segs += float64(r.seg)
+	}
+	fmt.Printf("%.0f %.0f %.0f\n", bits, retrans, segs)
 }
 
 func main() {
+	if len(os.Args) == 7 && os.Args[1] == "flows" {
+		s, _ := strconv.ParseFloat(os.Args[4], 64)
+		n, _ := strconv.Atoi(os.Args[5])
+		if n < 1 {
+			n = 1
+		}
+		flows(os.Args[2], os.Args[3], s, n, os.Args[6])
+		return
+	}
 	if len(os.Args) >= 3 && os.Args[1] == "serve" {
 		serve(os.Args[2])
 		return
@@ -95,6 +184,6 @@ func main() {
 		client(os.Args[2], os.Args[3], s)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "usage: bwload serve ADDR | bwload client ADDR S|R SECONDS")
+	fmt.Fprintln(os.Stderr, "usage: bwload serve ADDR | bwload client ADDR S|R SECONDS | bwload flows ADDR S|R SECONDS FLOWS CC")
 	os.Exit(2)
 }
