@@ -10,7 +10,7 @@ PRIV := NRI_BANDWIDTH_PRIVILEGED=1
 export PATH := $(PATH):/usr/local/go/bin
 PEERS := .cache/peers
 
-.PHONY: all deps build release demo test unit lint bench bench-nri bench-k8s bench-scale bench-report e2e peers clean install uninstall image
+.PHONY: all deps build release demo test unit lint bench bench-nri bench-k8s bench-scale bench-two-nodes bench-report e2e peers clean install uninstall image
 
 # Install locations (`make install DESTDIR=/tmp/stage PREFIX=/usr`). The settings
 # file is always /etc/nri-bandwidth/nri-bandwidth.conf: the hook and the unit
@@ -89,6 +89,11 @@ bench-nri: release peers
 # annotation changes and memory at 100 pods. Prints a markdown table.
 bench-k8s: release peers
 	$(PRIV) ./target/release/k8s-bench 100 100 | tee docs/k8s-bench.md
+
+# Pod-to-pod traffic between two real nodes (two kubelets and containerds linked
+# through the delay line) with sender-side ingress. Prints a markdown table.
+bench-two-nodes: release peers
+	$(PRIV) ./target/release/two-node-bench | tee docs/bench-raw/two-nodes.md
 
 # The cluster watch of sender-side ingress at 10,000 limited pods on 100 other nodes.
 bench-scale: release peers

@@ -10,6 +10,7 @@ pub mod delay_line;
 pub mod e2e;
 pub mod fake_runtime;
 pub mod fixture;
+pub mod interrupt;
 pub mod podman;
 pub mod report_charts;
 pub mod sender_node;

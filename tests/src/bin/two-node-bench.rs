@@ -16,6 +16,7 @@ use clap::Parser;
 use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_tests::cluster::Cluster;
 use nri_bandwidth_tests::human_bps;
+use nri_bandwidth_tests::interrupt::{install_signal_handlers, interrupted};
 use nri_bandwidth_tests::two_nodes::{Run, flows, flows_from_node, start_pods, wait_share};
 
 #[derive(Parser)]
@@ -61,6 +62,8 @@ fn set_limit(c: &Cluster, ip: &str, bps: u64) {
 
 fn main() {
     let a = Args::parse();
+    // The cluster's drop removes it: an interrupt stops after the current cell.
+    install_signal_handlers();
     let started = Instant::now();
     let mut c = Cluster::start("p", 89);
     let first = Duration::from_secs_f64(a.delays[0] / 1000.0);
@@ -85,6 +88,10 @@ fn main() {
             for &n in &a.flows {
                 for cc in &a.cc {
                     for path in ["pod on node b", "host of node b", "egress to node b"] {
+                        if interrupted() {
+                            print_report(&a, &rows, &mut [], started.elapsed());
+                            return;
+                        }
                         let run = match path {
                             "pod on node b" => flows(&c, "sender", &ip, "R", a.seconds, n, cc),
                             "host of node b" => {
@@ -116,6 +123,9 @@ fn main() {
     let mut follow = Vec::new();
     let base = a.rates.iter().map(|r| r.bits_per_sec()).min().unwrap();
     for k in 0..a.changes {
+        if interrupted() {
+            break;
+        }
         let bps = if k % 2 == 0 { 2 * base } else { base };
         c.kubectl_ok(&[
             "annotate",

@@ -1,7 +1,8 @@
 // bwload: the e2e workload. `bwload serve ADDR` accepts TCP connections; a client
 // sends one byte, 'S' (server sends to it) or 'R' (server receives), then the
 // bulk transfer runs until the client closes. `bwload client ADDR S|R SECONDS`
-// runs one transfer and prints the goodput in bits per second.
+// runs one transfer and prints the goodput in bits per second: what the
+// connection delivered (acknowledged, or received) after a second of warm-up.
 // `bwload flows ADDR S|R SECONDS FLOWS CC` runs FLOWS transfers at once with
 // congestion control CC and prints "goodput retransmitted segments": the last
 // two are the sending sockets' own counts (mode R only; 0 for S).
@@ -60,6 +61,26 @@ func client(addr, mode string, secs float64) {
 	fmt.Printf("%.0f\n", float64(r.moved)*8/r.secs)
 }
 
+// struct tcp_info read raw (package syscall has no getter for it); fields
+// used: tcpi_total_retrans (byte 100), tcpi_bytes_acked (120),
+// tcpi_bytes_received (128), tcpi_segs_out (136).
+func tcpInfo(raw syscall.RawConn) (info [232]byte, ok bool) {
+	raw.Control(func(fd uintptr) {
+		size := uint32(len(info))
+		_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+		ok = e == 0 && size >= 144
+	})
+	return
+}
+
+func delivered(info [232]byte, mode string) int64 {
+	if mode == "S" {
+		return int64(binary.LittleEndian.Uint64(info[128:]))
+	}
+	return int64(binary.LittleEndian.Uint64(info[120:]))
+}
+
 // One of `flows` transfers: bytes moved after the warm-up, the seconds they
 // took, and (sending) the socket's retransmissions and segments sent.
 type result struct {
@@ -69,9 +90,8 @@ type result struct {
 }
 
 func flow(addr, mode, cc string, warm, end time.Time) (result, error) {
-	// The first second (slow start, burst) is not counted. Sending, what is
-	// counted is what the socket took: its buffer is kept small so that bytes
-	// still queued in it hardly count as moved. cc "" keeps the node's default.
+	// The first second (slow start, burst) is not counted. cc "" keeps the
+	// node's default.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		if cc == "" {
 			return nil
@@ -93,45 +113,39 @@ func flow(addr, mode, cc string, warm, end time.Time) (result, error) {
 	tc := c.(*net.TCPConn)
 	tc.Write([]byte(mode))
 	buf := make([]byte, 128<<10)
-	if mode != "S" {
-		tc.SetWriteBuffer(32 << 10)
-		buf = buf[:16<<10]
+	raw, _ := tc.SyscallConn()
+	// Goodput is what the connection delivered in [warm, end]: the socket's own
+	// tcpi_bytes_acked (sending) or tcpi_bytes_received (receiving), read at
+	// both moments, whatever the writes and reads were doing then.
+	type sample struct {
+		bytes int64
+		at    time.Time
 	}
-	var r result
-	var start time.Time
+	first := make(chan sample, 1)
+	go func() {
+		time.Sleep(time.Until(warm))
+		info, _ := tcpInfo(raw)
+		first <- sample{delivered(info, mode), time.Now()}
+	}()
 	for time.Now().Before(end) {
 		tc.SetDeadline(end)
-		var k int
+		var err error
 		if mode == "S" {
-			k, err = tc.Read(buf)
+			_, err = tc.Read(buf)
 		} else {
-			k, err = tc.Write(buf)
-		}
-		if time.Now().After(warm) {
-			if start.IsZero() {
-				start = time.Now()
-			}
-			r.moved += int64(k)
+			_, err = tc.Write(buf)
 		}
 		if err != nil {
 			break
 		}
 	}
-	r.secs = time.Since(start).Seconds()
-	if mode != "S" {
-		raw, _ := tc.SyscallConn()
-		raw.Control(func(fd uintptr) {
-			// struct tcp_info read raw (package syscall has no getter for it):
-			// tcpi_total_retrans at byte 100, tcpi_segs_out at byte 136.
-			var info [232]byte
-			size := uint32(len(info))
-			_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
-				uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
-			if e == 0 && size >= 144 {
-				r.retrans = uint64(binary.LittleEndian.Uint32(info[100:]))
-				r.seg = uint64(binary.LittleEndian.Uint32(info[136:]))
-			}
-		})
+	info, ok := tcpInfo(raw)
+	last := sample{delivered(info, mode), time.Now()}
+	f := <-first
+	r := result{moved: last.bytes - f.bytes, secs: last.at.Sub(f.at).Seconds()}
+	if ok && mode != "S" {
+		r.retrans = uint64(binary.LittleEndian.Uint32(info[100:]))
+		r.seg = uint64(binary.LittleEndian.Uint32(info[136:]))
 	}
 	return r, nil
 }

@@ -22,8 +22,8 @@ use nri_bandwidth_tests::delay_line::DelayLine;
 use nri_bandwidth_tests::tbf::Tbf;
 
 use crate::args::{Args, Dir};
-use crate::interrupt::{interrupted, sleep_unless};
 use crate::results::{LineStats, Rtt, Run, counters};
+use nri_bandwidth_tests::interrupt::{interrupted, sleep_unless};
 
 /// The bench's private pin root: everything below it is removed on drop, together
 /// with the lock file the limiter keeps for it in /run/nri-bandwidth.

@@ -9,9 +9,9 @@ use nri_bandwidth_tests::human_bps;
 
 use crate::args::Args;
 use crate::bench::Bench;
-use crate::interrupt::interrupted;
 use crate::report::progress;
 use crate::results::{CpuRow, Report, Results};
+use nri_bandwidth_tests::interrupt::interrupted;
 
 /// CPU per gigabit on the plain veth: no limiter, ours, tbf+ifb; one cubic stream.
 pub fn cpu_section(

@@ -27,8 +27,8 @@ use nri_bandwidth_tests::sender_node::SenderNode;
 
 use crate::args::Args;
 use crate::bench::{Bench, PinRoot, bench_owner, ingress_limit};
-use crate::interrupt::{interrupted, sleep_unless};
 use crate::results::Report;
+use nri_bandwidth_tests::interrupt::{interrupted, sleep_unless};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CrossRow {

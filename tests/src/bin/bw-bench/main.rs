@@ -23,7 +23,6 @@ mod bench;
 mod cost;
 mod cpu;
 mod cross_node;
-mod interrupt;
 mod matrix;
 mod meta;
 mod report;
@@ -38,9 +37,9 @@ use clap::{CommandFactory, Parser};
 
 use args::Args;
 use cost::{cost_table, measure_cost};
-use interrupt::{install_signal_handlers, interrupted};
 use matrix::matrix;
 use meta::{header, meta};
+use nri_bandwidth_tests::interrupt::{install_signal_handlers, interrupted};
 use results::{Report, Results};
 
 fn main() -> ExitCode {

@@ -11,10 +11,10 @@ use crate::args::{Args, LimiterKind};
 use crate::attach::attach_section;
 use crate::bench::{Bench, PinRoot};
 use crate::cpu::cpu_section;
-use crate::interrupt::interrupted;
 use crate::report::{err_cell, matrix_row, progress, retr_cell, rtt_cell, summary};
 use crate::results::{Baseline, Cell, Report, Results, Rtt, Run};
 use crate::verdicts::verdict;
+use nri_bandwidth_tests::interrupt::interrupted;
 
 /// The repeats of one limiter in one cell as one run: mean goodput, summed
 /// retransmissions over summed packets, mean RTT quantiles, the worst first-second

@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use crate::args::Args;
 use crate::bench::Bench;
-use crate::interrupt::interrupted;
 use crate::results::Report;
+use nri_bandwidth_tests::interrupt::interrupted;
 
 const PORT: u16 = 5400;
 

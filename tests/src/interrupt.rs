@@ -8,7 +8,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_sig: libc::c_int) {
     if !INTERRUPTED.swap(true, Ordering::SeqCst) {
-        let msg = b"\nbw-bench: interrupted, cleaning up after the current run\n";
+        let msg = b"\ninterrupted: cleaning up after the current run\n";
         // SAFETY: write(2) is async-signal-safe; the buffer is static.
         unsafe {
             libc::write(2, msg.as_ptr().cast(), msg.len());
