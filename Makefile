@@ -150,10 +150,11 @@ bench-report: release peers
 		--json $(BENCH_DIR)/transfers.json --out $(BENCH_DIR)/transfers.md
 	./target/release/bw-bench --cross-node --delays $(BENCH_LOCAL_DELAYS) --seconds $(BENCH_SECONDS) --no-cost \
 		--json $(BENCH_DIR)/cross-node.json --out $(BENCH_DIR)/cross-node.md
+	$(PRIV) ./target/release/two-node-bench --seconds $$(( $(BENCH_SECONDS) - 1 )) > $(BENCH_DIR)/two-nodes.md
 	./target/release/bench-report --matrix $(BENCH_DIR)/matrix.json --synth $(BENCH_DIR)/nri-synth.jsonl \
 		--nri-latency $(BENCH_DIR)/nri-latency.md --cni $(BENCH_DIR)/cni.jsonl \
 		--local-senders $(BENCH_DIR)/local-senders.json --transfers $(BENCH_DIR)/transfers.json \
-		--cross-node $(BENCH_DIR)/cross-node.md \
+		--cross-node $(BENCH_DIR)/cross-node.md --two-nodes $(BENCH_DIR)/two-nodes.md \
 		--out docs/benchmarks.md --img docs/img
 
 clean:

@@ -56,6 +56,9 @@ struct Args {
     /// `bw-bench --cross-node --out` markdown, included as it is.
     #[arg(long)]
     cross_node: Option<PathBuf>,
+    /// `two-node-bench` markdown, included as it is.
+    #[arg(long)]
+    two_nodes: Option<PathBuf>,
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: PathBuf,
     /// Directory for the PNG charts (linked relative to --out).
@@ -124,6 +127,14 @@ fn main() -> Result<()> {
         // Its own header (machine, settings) is the report's already.
         let from = md.find("\n## Ingress held at the senders").unwrap_or(0);
         o.l(md[from..].trim_end());
+    }
+    if let Some(p) = &a.two_nodes {
+        let md = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        // One level down: a section of the report, not a document.
+        o.l(md
+            .trim_end()
+            .replace("\n## ", "\n### ")
+            .replacen("# ", "## ", 1));
     }
     if let Some(t) = &xfers
         && let Err(e) = transfers(&a.img, &img_rel, t, &mut o)
