@@ -518,6 +518,10 @@ fn unit_capability_set_is_enough_for_the_limiter() {
     let rel = format!("nri-bw-caps-{}", std::process::id());
     let dir = cgfs.create(&rel).unwrap();
     let pins = nri_bandwidth_tests::PinRoot::new("caps");
+    // A node has bpffs at /sys/fs/bpf from boot (systemd mounts it; the unit's
+    // set cannot): as root, as at boot, when this machine has none yet.
+    nri_bandwidth_core::datapath::pins::ensure(&pins.0).unwrap();
+    let _ = nri_bandwidth_core::datapath::remove_tree(&pins.0);
     let bwctl = |set: &BTreeSet<String>, args: &[&str]| {
         let bounding = std::iter::once("-all".to_string())
             .chain(set.iter().map(|c| format!("+{}", c.to_lowercase())))

@@ -34,6 +34,7 @@ fn quick(node: &str) -> Config {
     let mut c = Config::new(node, loopback());
     c.interval = Duration::from_millis(50);
     c.expiry = Duration::from_millis(400);
+    c.mark_hold = Duration::from_millis(1200);
     c
 }
 
@@ -264,13 +265,26 @@ fn a_receiving_node_answers_shares_by_sockets() {
         dp.destination(pod).unwrap().unwrap().rate == 200_000
     });
     assert_eq!(dp.peers_paced(cg.id).unwrap(), Some(true));
-    // Nobody asks for the expiry: the whole limit again, and no mark.
+    // Nobody asks for the expiry: the whole limit again; the mark stays for
+    // its hold (a flow after a pause still finds it), then goes.
+    let quiet = std::time::Instant::now();
     eventually("the whole limit", || {
         dp.destination(pod).unwrap().unwrap().rate == 1_000_000
     });
+    assert_eq!(
+        dp.peers_paced(cg.id).unwrap(),
+        Some(true),
+        "the mark went with the demand, {:?} after the last report",
+        quiet.elapsed()
+    );
     eventually("the mark lifted", || {
         dp.peers_paced(cg.id).unwrap() == Some(false)
     });
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(700),
+        "the mark was lifted {:?} after the last report, before its hold",
+        quiet.elapsed()
+    );
     // A name that is no DNS name is refused, and the agent answers the next one.
     a.send_to(
         br#"{"kind":"demand","v":1,"node":"../etc","seq":1,"sockets":[]}"#,

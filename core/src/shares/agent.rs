@@ -53,6 +53,11 @@ pub struct Config {
     /// A destination stays in the reports this long after its last active socket,
     /// so its share is ready when it sends again.
     pub idle_report: Duration,
+    /// A local pod's senders stay marked as paced this long after the last
+    /// report of demand from another node: a flow that starts after a pause
+    /// would otherwise meet the strict gate and a bare BDP window until the
+    /// first report (an early stall costs cubic its retransmission timeouts).
+    pub mark_hold: Duration,
 }
 
 impl Config {
@@ -63,6 +68,7 @@ impl Config {
             interval: Duration::from_millis(250),
             expiry: Duration::from_secs(1),
             idle_report: Duration::from_secs(5),
+            mark_hold: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +117,7 @@ impl Agent {
             got: HashMap::new(),
             written: HashMap::new(),
             active_at: HashMap::new(),
+            marks: HashMap::new(),
             swept: false,
             warned: HashSet::new(),
         };
@@ -154,6 +161,8 @@ struct Worker {
     /// Remote entries this agent wrote, with the rate written.
     written: HashMap<IpAddr, u64>,
     active_at: HashMap<IpAddr, Instant>,
+    /// Local pods another node reported demand toward, and when last.
+    marks: HashMap<IpAddr, Instant>,
     swept: bool,
     /// Sources already warned about (a flood logs once per source).
     warned: HashSet<IpAddr>,
@@ -332,13 +341,26 @@ impl Worker {
     }
 
     /// This node's own senders toward its limited pods: their share while other
-    /// nodes send too, the whole limit once none has for the expiry.
+    /// nodes send too, the whole limit once none has for the expiry. The paced
+    /// mark outlasts the demand by `mark_hold`.
     fn revise_local(&mut self, now: Instant) {
         for ip in self.table.expire(now) {
             self.set_local(ip, false, now);
         }
         for ip in self.table.addresses() {
+            self.marks.insert(ip, now);
             self.set_local(ip, true, now);
+        }
+        let hold = self.cfg.mark_hold;
+        let lifted: Vec<IpAddr> = self
+            .marks
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= hold)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in lifted {
+            self.marks.remove(&ip);
+            self.set_local(ip, false, now);
         }
     }
 
@@ -356,14 +378,20 @@ impl Worker {
         if let Err(e) = self.dp.set_destination_rate(ip, rate) {
             log::warn!("pacing this node's senders toward {ip}: {e}");
         }
-        if let Err(e) = self.dp.set_peers_paced(cgid, shared) {
+        let marked = shared
+            || self
+                .marks
+                .get(&ip)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.cfg.mark_hold);
+        if let Err(e) = self.dp.set_peers_paced(cgid, marked) {
             log::warn!("marking the senders toward {ip} as paced: {e}");
         }
     }
 
     fn restore_local(&mut self) {
         let now = Instant::now();
-        for ip in self.table.addresses() {
+        let held: Vec<IpAddr> = self.marks.drain().map(|(ip, _)| ip).collect();
+        for ip in self.table.addresses().into_iter().chain(held) {
             self.set_local(ip, false, now);
         }
     }
