@@ -151,8 +151,9 @@ fn print_report(a: &Args, rows: &[Row], follow: &mut [Duration], took: Duration)
         "`two-node-bench` ({} s per cell after 1 s of warm-up; whole run {:.0} s). Two \
          kubelets with their own containerd and network namespace on one kernel, \
          linked through the user-space delay line; the chart with `senders.enabled` \
-         on both. Goodput is what the sending sockets moved after the warm-up; \
-         retransmitted is the sending sockets' own count over all segments they sent \
+         on both. Goodput is what the connections delivered after the warm-up (the \
+         sockets' own acknowledged or received bytes); retransmitted is the \
+         sending sockets' own count over all segments they sent \
          (not known for egress, sent by the limited pod).\n",
         a.seconds,
         took.as_secs_f64()
