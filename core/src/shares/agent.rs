@@ -344,13 +344,6 @@ impl Worker {
     /// nodes send too, the whole limit once none has for the expiry. The paced
     /// mark outlasts the demand by `mark_hold`.
     fn revise_local(&mut self, now: Instant) {
-        for ip in self.table.expire(now) {
-            self.set_local(ip, false, now);
-        }
-        for ip in self.table.addresses() {
-            self.marks.insert(ip, now);
-            self.set_local(ip, true, now);
-        }
         let hold = self.cfg.mark_hold;
         let lifted: Vec<IpAddr> = self
             .marks
@@ -361,6 +354,13 @@ impl Worker {
         for ip in lifted {
             self.marks.remove(&ip);
             self.set_local(ip, false, now);
+        }
+        for ip in self.table.expire(now) {
+            self.set_local(ip, false, now);
+        }
+        for ip in self.table.addresses() {
+            self.marks.insert(ip, now);
+            self.set_local(ip, true, now);
         }
     }
 
@@ -378,11 +378,8 @@ impl Worker {
         if let Err(e) = self.dp.set_destination_rate(ip, rate) {
             log::warn!("pacing this node's senders toward {ip}: {e}");
         }
-        let marked = shared
-            || self
-                .marks
-                .get(&ip)
-                .is_some_and(|at| now.saturating_duration_since(*at) < self.cfg.mark_hold);
+        // `marks` holds only marks within their hold (revise_local lifts the rest).
+        let marked = shared || self.marks.contains_key(&ip);
         if let Err(e) = self.dp.set_peers_paced(cgid, marked) {
             log::warn!("marking the senders toward {ip} as paced: {e}");
         }
