@@ -178,22 +178,19 @@ fn print_report(a: &Args, rows: &[Row], follow: &mut [Duration], took: Duration)
             retr
         );
     }
-    let in_band = |p: &str, lo: f64, hi: f64| {
+    // The goodput band, the same for every path.
+    let (lo, hi) = (0.94, 1.0);
+    println!();
+    for p in ["pod on node b", "host of node b", "egress to node b"] {
         let v: Vec<&Row> = rows.iter().filter(|r| r.path == p).collect();
         let ok = v
             .iter()
             .filter(|r| (lo..=hi).contains(&(r.run.bps / r.rate as f64)))
             .count();
-        (ok, v.len())
-    };
-    println!();
-    for (p, lo, hi) in [
-        ("pod on node b", 0.94, 1.0),
-        ("host of node b", 0.94, 1.0),
-        ("egress to node b", 0.94, 1.0),
-    ] {
-        let (ok, n) = in_band(p, lo, hi);
-        println!("- {p}: {ok} of {n} cells in [{lo}, {hi}] of the limit");
+        println!(
+            "- {p}: {ok} of {} cells in [{lo}, {hi}] of the limit",
+            v.len()
+        );
     }
     follow.sort();
     if !follow.is_empty() {
