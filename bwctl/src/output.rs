@@ -148,19 +148,17 @@ pub fn destinations(
     dp: &nri_bandwidth_core::datapath::Datapath,
 ) -> Result<Vec<DestinationRow>, nri_bandwidth_core::datapath::DatapathError> {
     use nri_bandwidth_core::datapath::senders::REMOTE;
-    let mut rows = Vec::new();
-    for (ip, _) in dp.destinations()? {
-        // Gone between the listing and the read: skip it.
-        if let Some(d) = dp.destination(ip)? {
-            rows.push(DestinationRow {
-                address: ip,
-                place: if d.cgid == REMOTE { "remote" } else { "local" },
-                cgroup_id: d.cgid,
-                rate_bps: d.rate.saturating_mul(8),
-                active_sockets: d.active,
-            });
-        }
-    }
+    let mut rows: Vec<DestinationRow> = dp
+        .destinations()?
+        .into_iter()
+        .map(|(ip, d)| DestinationRow {
+            address: ip,
+            place: if d.cgid == REMOTE { "remote" } else { "local" },
+            cgroup_id: d.cgid,
+            rate_bps: d.rate.saturating_mul(8),
+            active_sockets: d.active,
+        })
+        .collect();
     rows.sort_by_key(|r| r.address);
     Ok(rows)
 }

@@ -80,9 +80,6 @@ struct Wire {
 
 pub struct Cluster {
     pub dir: PathBuf,
-    pub netns: String,
-    pub node: String,
-    pub node_ip: String,
     /// The first node (control plane) and any joined ones.
     pub nodes: Vec<Node>,
     /// Control plane, stopped in reverse order.
@@ -326,9 +323,6 @@ impl Cluster {
         let first = Node::new(dir.clone(), tag, format!("10.253.{octet}.2"));
         let mut c = Cluster {
             dir,
-            netns: first.netns.clone(),
-            node: first.name.clone(),
-            node_ip: first.ip.clone(),
             nodes: vec![first],
             procs: Vec::new(),
             wire: None,
@@ -364,8 +358,8 @@ impl Cluster {
     }
 
     fn first_network(&self) {
-        ok(Command::new("ip").args(["netns", "add", &self.netns]));
-        let n = &self.nodes[0];
+        let n = self.first();
+        ok(Command::new("ip").args(["netns", "add", &n.netns]));
         n.ns(&["link", "set", "lo", "up"]);
         n.ns(&["addr", "add", &format!("{SERVICE_IP}/32"), "dev", "lo"]);
         // The node's address on a veth whose both ends stay in the namespace
@@ -473,6 +467,11 @@ impl Cluster {
         w.line = Some(DelayLine::start(&w.netns, "w0", "w1", one_way).expect("the delay line"));
     }
 
+    /// The first node: the control plane's, where the API is served.
+    pub fn first(&self) -> &Node {
+        &self.nodes[0]
+    }
+
     pub fn holder_pid(&self) -> u32 {
         self.nodes[0].holder_pid()
     }
@@ -488,7 +487,7 @@ impl Cluster {
         &self,
         f: impl FnOnce(tokio::runtime::Runtime) -> T + Send + 'static,
     ) -> T {
-        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.netns)).unwrap();
+        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.first().netns)).unwrap();
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
             // SAFETY: setns on this thread only; the file stays open for the call.
@@ -541,7 +540,7 @@ impl Cluster {
             "subjectAltName=IP:{SERVICE_IP},IP:{},IP:127.0.0.1,DNS:kubernetes,\
              DNS:kubernetes.default,DNS:kubernetes.default.svc,\
              DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n",
-            self.node_ip
+            self.first().ip
         );
         self.sign("apiserver", "/CN=kube-apiserver", &sans);
         // Client certificates must be X.509 v3 (an extension file makes them so).
@@ -560,7 +559,7 @@ impl Cluster {
             &self.pki("sa.pub"),
         ]);
         self.kubeconfig("admin", "admin");
-        self.node_certificate(&self.node);
+        self.node_certificate(&self.first().name);
     }
 
     /// A kubelet's client certificate and kubeconfig, `<node>.kubeconfig`.
@@ -647,7 +646,7 @@ impl Cluster {
                 "--etcd-servers=http://127.0.0.1:2379".into(),
                 "--bind-address=0.0.0.0".into(),
                 "--secure-port=443".into(),
-                format!("--advertise-address={}", self.node_ip),
+                format!("--advertise-address={}", self.first().ip),
                 format!("--tls-cert-file={}", self.pki("apiserver.crt")),
                 format!("--tls-private-key-file={}", self.pki("apiserver.key")),
                 format!("--client-ca-file={}", self.pki("ca.crt")),

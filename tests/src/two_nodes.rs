@@ -130,6 +130,17 @@ fn parse_run(out: &str) -> Run {
     }
 }
 
+/// Sets the receiver pod's limit in `dir` ("ingress" or "egress") to `bps` with
+/// kubectl, as an operator changes it on a running pod.
+pub fn annotate_receiver(c: &Cluster, dir: &str, bps: u64) {
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "pod/receiver",
+        &format!("kubernetes.io/{dir}-bandwidth={bps}"),
+    ]);
+}
+
 /// The destinations a node's senders are paced toward (`bwctl senders list`).
 pub fn destination(n: &Node, ip: &str) -> Option<serde_json::Value> {
     let out = n

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use nri_bandwidth_tests::cluster::Cluster;
 use nri_bandwidth_tests::e2e::{enabled, near};
-use nri_bandwidth_tests::two_nodes::{destination, flows, start_pods, wait_share};
+use nri_bandwidth_tests::two_nodes::{
+    annotate_receiver, destination, flows, start_pods, wait_share,
+};
 
 const LIMIT: u64 = 10_000_000;
 
@@ -87,12 +89,7 @@ fn pods_on_two_nodes_are_limited_both_ways_and_paced_at_the_sender() {
 
     // An annotation change reaches the other node's senders through the
     // cluster watch, without any traffic.
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "pod/receiver",
-        &format!("kubernetes.io/ingress-bandwidth={}", 2 * LIMIT),
-    ]);
+    annotate_receiver(&c, "ingress", 2 * LIMIT);
     let took = wait_share(&c, &c.nodes[1], &ip, 2 * LIMIT, Duration::from_secs(10));
     eprintln!("annotation change to the remote sender's rate: {took:?}");
     check_ingress(&c, &ip, "2 ms, changed", 1, "cubic", 2 * LIMIT);

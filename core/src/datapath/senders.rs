@@ -100,16 +100,26 @@ fn from_bytes<T: aya::Pod + Default>(b: &[u8]) -> T {
     v
 }
 
+fn destination_of(d: &BwDst, epoch: u64) -> Destination {
+    Destination {
+        cgid: d.cgid,
+        rate: d.rate,
+        active: active_now(d, epoch),
+    }
+}
+
 impl Datapath {
     fn senders_dir(&self, cgid: u64) -> PathBuf {
         self.pin_dir().join("senders").join(cgid.to_string())
     }
 
-    /// Every destination and the cgroup id of the limit it belongs to.
-    pub fn destinations(&self) -> Result<Vec<(IpAddr, u64)>, DatapathError> {
+    /// Every destination with its entry, read once each (an entry removed
+    /// between the listing and its read is left out).
+    pub fn destinations(&self) -> Result<Vec<(IpAddr, Destination)>, DatapathError> {
         let map = self.dst_map();
         let keys = sys::map_keys_raw(map, std::mem::size_of::<BwDstKey>())
             .map_err(io_err("listing", &self.pin_dir().join(abi::PIN_DST)))?;
+        let epoch = monotonic_ns() >> abi::ffi::BW_EPOCH_SHIFT;
         let mut out = Vec::new();
         for kb in keys {
             let k: BwDstKey = from_bytes(&kb);
@@ -117,7 +127,7 @@ impl Datapath {
             let found = sys::map_lookup(map, &kb, &mut vb)
                 .map_err(io_err("reading", &self.pin_dir().join(abi::PIN_DST)))?;
             if let (true, Some(ip)) = (found, ip_of(&k)) {
-                out.push((ip, from_bytes::<BwDst>(&vb).cgid));
+                out.push((ip, destination_of(&from_bytes::<BwDst>(&vb), epoch)));
             }
         }
         Ok(out)
@@ -138,8 +148,8 @@ impl Datapath {
             Some(_) => addrs.to_vec(),
             None => Vec::new(),
         };
-        for (ip, owner) in self.destinations()? {
-            if owner == cgid && !wanted.contains(&ip) {
+        for (ip, d) in self.destinations()? {
+            if d.cgid == cgid && !wanted.contains(&ip) {
                 sys::map_delete(map, bytes(&key_of(ip))).map_err(io_err("deleting from", &pin))?;
             }
         }
@@ -178,11 +188,8 @@ impl Datapath {
     /// What the node's senders do toward `ip`: whose limit it is, the rate they
     /// are paced at together and how many of their sockets sent to it lately.
     pub fn destination(&self, ip: IpAddr) -> Result<Option<Destination>, DatapathError> {
-        Ok(self.dst_entry(ip)?.map(|d| Destination {
-            cgid: d.cgid,
-            rate: d.rate,
-            active: active_now(&d, monotonic_ns() >> abi::ffi::BW_EPOCH_SHIFT),
-        }))
+        let epoch = monotonic_ns() >> abi::ffi::BW_EPOCH_SHIFT;
+        Ok(self.dst_entry(ip)?.map(|d| destination_of(&d, epoch)))
     }
 
     /// Makes `ip` a workload on another node whose ingress this node's senders

@@ -264,8 +264,8 @@ impl Worker {
             // Entries an earlier run left for pods that are gone by now.
             self.swept = true;
             if let Ok(all) = self.dp.destinations() {
-                for (ip, cgid) in all {
-                    if cgid == REMOTE && !dir.remote.contains_key(&ip) {
+                for (ip, d) in all {
+                    if d.cgid == REMOTE && !dir.remote.contains_key(&ip) {
                         self.forget(ip);
                     }
                 }

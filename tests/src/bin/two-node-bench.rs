@@ -17,7 +17,9 @@ use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_tests::cluster::Cluster;
 use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::interrupt::{install_signal_handlers, interrupted};
-use nri_bandwidth_tests::two_nodes::{Run, flows, flows_from_node, start_pods, wait_share};
+use nri_bandwidth_tests::two_nodes::{
+    Run, annotate_receiver, flows, flows_from_node, start_pods, wait_share,
+};
 
 #[derive(Parser)]
 #[command(name = "two-node-bench")]
@@ -49,13 +51,8 @@ struct Row {
 }
 
 fn set_limit(c: &Cluster, ip: &str, bps: u64) {
-    for key in ["ingress", "egress"] {
-        c.kubectl_ok(&[
-            "annotate",
-            "--overwrite",
-            "pod/receiver",
-            &format!("kubernetes.io/{key}-bandwidth={bps}"),
-        ]);
+    for dir in ["ingress", "egress"] {
+        annotate_receiver(c, dir, bps);
     }
     wait_share(c, &c.nodes[1], ip, bps, Duration::from_secs(20));
 }
@@ -127,12 +124,7 @@ fn main() {
             break;
         }
         let bps = if k % 2 == 0 { 2 * base } else { base };
-        c.kubectl_ok(&[
-            "annotate",
-            "--overwrite",
-            "pod/receiver",
-            &format!("kubernetes.io/ingress-bandwidth={bps}"),
-        ]);
+        annotate_receiver(&c, "ingress", bps);
         follow.push(wait_share(
             &c,
             &c.nodes[1],

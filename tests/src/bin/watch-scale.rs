@@ -45,7 +45,7 @@ impl Daemon {
                 "--kubeconfig={}",
                 c.dir.join("admin.kubeconfig").display()
             ))
-            .arg(format!("--node-name={}", c.node))
+            .arg(format!("--node-name={}", c.first().name))
             .arg(format!("--log-file={}", log.display()))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -2,8 +2,10 @@
 //! RTT under load against the path's own and the first second, for every cell
 //! the testbed can carry.
 
+use nri_bandwidth_tests::human_bps;
 use serde_json::Value;
 
+use crate::bounds::{slow_start_first_second, unpaced_start_s, window_floor_bps};
 use crate::values::{Out, delay_name, f, fmt2, fmt3};
 
 /// Goodput/limit a full pipe must reach, and may not pass.
@@ -72,6 +74,65 @@ pub fn misses(m: &Value, c: &Value) -> Option<Vec<String>> {
     Some(why)
 }
 
+/// The arithmetic beside a cell's missed goals (bounds.rs), and whether it puts
+/// every missed goal out of reach for a limiter at the receiver's cgroup.
+fn notes(m: &Value, c: &Value, why: &[String]) -> (Vec<String>, bool) {
+    let rtt_s = baseline(m, c)
+        .map(|b| f(&b["run"]["rtt"]["p50_ms"]) / 1e3)
+        .unwrap_or(f64::NAN);
+    let limit = f(&c["rate_bps"]);
+    let streams = c["streams"].as_u64().unwrap_or(1) as u32;
+    let one_way_s = f(&c["delay_ms"]) / 1e3;
+    let ingress = c["direction"] == "ingress";
+    let first = f(&c["ours"]["first_second_ratio"]);
+    let has = |p: &str| why.iter().any(|w| w.starts_with(p));
+    let mut out = Vec::new();
+    let (mut slow_start, mut floor) = (false, false);
+    if !rtt_s.is_finite() || !limit.is_finite() {
+        return (out, false);
+    }
+    let ceiling = slow_start_first_second(limit, streams, rtt_s, one_way_s);
+    if has("first") && first < FIRST_SECOND.0 && ceiling < FIRST_SECOND.0 {
+        slow_start = true;
+        out.push(format!(
+            "slow start from 10 segments reaches at most {} of the limit in the first second \
+             at a {} ms RTT (tbf {})",
+            fmt2(ceiling),
+            fmt2(rtt_s * 1e3),
+            fmt2(f(&c["tbf"]["first_second_ratio"]))
+        ));
+    }
+    if !ingress && has("first") && first > FIRST_SECOND.1 {
+        out.push(format!(
+            "{streams} × 10 first segments leave unpaced: {} s at the limit",
+            fmt2(unpaced_start_s(limit, streams))
+        ));
+    }
+    let w = window_floor_bps(streams, rtt_s);
+    if ingress && (has("goodput") || has("retr")) && w > limit {
+        floor = true;
+        out.push(format!(
+            "{streams} × 2 segments per {} ms RTT clock {}: the window cannot hold the rate, \
+             a receiver alone withholds ACKs until the sender's loss probe",
+            fmt2(rtt_s * 1e3),
+            human_bps(w)
+        ));
+    }
+    let covered = |p: &str| {
+        !has(p)
+            || match p {
+                "first" => slow_start && first < FIRST_SECOND.0,
+                "goodput" | "retr" => floor,
+                _ => false,
+            }
+    };
+    let out_of_reach = !why.is_empty()
+        && ["goodput", "retr", "p99", "first", "error"]
+            .iter()
+            .all(|p| covered(p));
+    (out, out_of_reach)
+}
+
 pub fn goals(o: &mut Out, m: &Value, cells: &[Value], delays: &[f64]) {
     o.l("");
     o.l("## Goals of the ingress issue, cell by cell");
@@ -93,6 +154,7 @@ pub fn goals(o: &mut Out, m: &Value, cells: &[Value], delays: &[f64]) {
     o.l("");
     o.table("| one-way delay | direction | valid cells | all goals | goodput | retransmissions | RTT | first second |");
     let mut failing = Vec::new();
+    let mut beyond_receiver = 0;
     for &d in delays {
         for dir in ["ingress", "egress"] {
             let mut n = 0;
@@ -117,8 +179,15 @@ pub fn goals(o: &mut Out, m: &Value, cells: &[Value], delays: &[f64]) {
                     counts[i] += ok as usize;
                 }
                 if !why.is_empty() {
+                    let (arith, out_of_reach) = notes(m, c, &why);
+                    beyond_receiver += out_of_reach as usize;
+                    let arith = if arith.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", arith.join("; "))
+                    };
                     failing.push(format!(
-                        "- {} {dir} {} ×{} {}: {}",
+                        "- {} {dir} {} ×{} {}: {}{arith}",
                         delay_name(d),
                         c["rate"].as_str().unwrap_or("?"),
                         c["streams"],
@@ -143,7 +212,16 @@ pub fn goals(o: &mut Out, m: &Value, cells: &[Value], delays: &[f64]) {
     }
     if !failing.is_empty() {
         o.l("");
-        o.l(format!("Cells missing a goal ({}):", failing.len()));
+        o.l(format!(
+            "Cells missing a goal ({}). After a dash, the arithmetic of what TCP allows on that path \
+             (tests/src/bin/bench-report/bounds.rs: 1,448 B segments, an initial window of ten, two \
+             segments as the smallest window a bulk receiver can offer; RTT is the unlimited run's p50). \
+             In {beyond_receiver} of them it puts every missed goal out of reach for a limiter at the \
+             receiver: slow start caps the first second for any limiter, and where two segments per round \
+             trip already exceed the limit only the sender can hold the rate (same-node senders and two \
+             nodes below).",
+            failing.len()
+        ));
         o.l("");
         for l in failing {
             o.l(l);

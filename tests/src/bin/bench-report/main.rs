@@ -12,6 +12,7 @@
 //!
 //! This file only wires the sections together; each lives in its own module.
 
+mod bounds;
 mod charts;
 mod cni;
 mod cost;
