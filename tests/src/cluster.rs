@@ -473,12 +473,12 @@ impl Cluster {
     }
 
     pub fn holder_pid(&self) -> u32 {
-        self.nodes[0].holder_pid()
+        self.first().holder_pid()
     }
 
     /// A command run in the first node's network and mount namespaces.
     pub fn in_node(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        self.nodes[0].in_node(program)
+        self.first().in_node(program)
     }
 
     /// Runs `f` on a thread inside the node's network namespace (where the API
@@ -505,7 +505,7 @@ impl Cluster {
 
     /// A path inside the first node's mount namespace, as this process can reach it.
     pub fn node_path(&self, p: &str) -> PathBuf {
-        self.nodes[0].node_path(p)
+        self.first().node_path(p)
     }
 
     fn log(&self, name: &str) -> std::fs::File {
@@ -807,7 +807,7 @@ impl Cluster {
     /// Goodput in bit/s of one bwload transfer from the first node to a pod's
     /// server: "R" = the pod receives, "S" = the pod sends.
     pub fn measure(&self, ip: &str, port: u16, mode: &str, secs: u32) -> f64 {
-        self.nodes[0].measure(ip, port, mode, secs)
+        self.first().measure(ip, port, mode, secs)
     }
 
     /// The DaemonSet and its RBAC as examples/ has them, applied with kubectl,

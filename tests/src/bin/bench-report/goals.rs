@@ -121,7 +121,7 @@ fn notes(m: &Value, c: &Value, why: &[String]) -> (Vec<String>, bool) {
     let covered = |p: &str| {
         !has(p)
             || match p {
-                "first" => slow_start && first < FIRST_SECOND.0,
+                "first" => slow_start,
                 "goodput" | "retr" => floor,
                 _ => false,
             }
