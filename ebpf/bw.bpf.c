@@ -118,6 +118,7 @@ static __always_inline struct bw_state *state_get(void)
 }
 
 #include "bw_packet.h"
+#include "bw_sockets.h"
 
 /* ------------------------------------------------------------------ programs */
 
@@ -184,8 +185,16 @@ int bw_egress(struct __sk_buff *skb)
 	if (!p.tcp)
 		return police(d, now, cost, p.wire) ? BW_VERDICT_PASS : BW_VERDICT_DROP_CN;
 
-	if (peek(d, now, cost) > tcp_drop_limit(d, &p)) {
+	__s64 after = peek(d, now, cost);
+	__s64 limit = tcp_drop_limit(d, &p);
+	if (after > young_drop_limit(d) && after <= limit && p.payload && young_unpaced(skb))
+		limit = young_drop_limit(d);
+	/* A packet costing more than the whole allowance (a super-packet at a low
+	 * rate) passes when the bucket is full, as UDP does. */
+	if (after > limit && (cost <= (__u64)limit || bucket_spent(d, now, 0))) {
 		count_drop(d, p.wire);
+		if (p.payload)
+			count_stalled(s, skb, now);
 		return BW_VERDICT_DROP_CN;
 	}
 	__s64 debt = charge(d, now, cost);
@@ -234,8 +243,6 @@ int bw_ingress(struct __sk_buff *skb)
 	}
 	return BW_VERDICT_PASS;
 }
-
-#include "bw_sockets.h"
 
 SEC("sockops")
 int bw_sockops(struct bpf_sock_ops *skops)
@@ -287,6 +294,7 @@ int bw_sockops(struct bpf_sock_ops *skops)
 						 BPF_SOCK_OPS_STATE_CB_FLAG);
 		apply_pacing(skops, s, ss, slot, now);
 		apply_clamp(skops, s, ss, slot, now);
+		egress_initial_window(skops, s);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		forget_socket(s, slot, now);

@@ -41,7 +41,8 @@
  *   debt <= 0          within the rate (up to burst_ns of saved credit)
  *   0 < debt           over the rate: ingress gates the receiver's pure ACKs
  *   debt > mark_ns     ECT packets get CE, egress TCP also gets congestion notification
- *   debt > drop_ns     TCP packets are dropped (never happens while pacing works)
+ *   debt > drop_ns     TCP packets are dropped (never happens while pacing works;
+ *                      a new flow's first ten segments, unpaced, meet a lower one)
  * Non-TCP packets are policed: dropped when they would put the bucket in debt.
  * In the busy state the update is one atomic add, so two CPUs never lose tokens.
  */
@@ -99,6 +100,21 @@ struct bw_state {
  * smaller bw_state.active_bytes for low rates. */
 #define BW_MAX_ACTIVE_BYTES (3 * 1448)
 
+/* Debt past which TCP packets are dropped is at least this (ns); user space
+ * writes bw_dir.drop_ns from it. */
+#define BW_MIN_DROP_NS 100000000ULL
+
+/* The kernel paces a TCP socket from its eleventh data segment on (as sch_fq
+ * does): the first ten leave at once whatever SO_MAX_PACING_RATE says. */
+#define BW_UNPACED_SEGS 10
+
+/* A paced socket's congestion window holds at most this much of its pace
+ * (or two round trips, when longer), and only while that is under
+ * BW_CWND_CLAMP_SEGS segments: beyond that a super-packet (64 KB at most)
+ * never spans it. */
+#define BW_PACED_BURST_NS 100000000ULL
+#define BW_CWND_CLAMP_SEGS 64
+
 /* 2^29 ns ~ 537 ms: long enough that sparse bbr flows are seen in every epoch. */
 #define BW_EPOCH_SHIFT 29
 
@@ -111,7 +127,7 @@ struct bw_sock_slot {
 	__u64 progress[2];   /* bytes acked / received when it was last counted */
 	__u64 pacing;        /* this level's share, bytes/s of payload; 0 = none */
 	__u32 clamp;         /* this level's window, bytes; 0 = none */
-	__u32 pad0;
+	__u32 cwnd_clamp;    /* this level's congestion-window clamp, segments; 0 = none */
 	__u64 share[2];      /* this level's share of its rate per direction, bytes/s; 0 = none */
 	__u64 capped_seen[2]; /* 1 + the last epoch this socket was counted as capped here */
 };

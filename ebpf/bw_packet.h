@@ -178,6 +178,30 @@ static __always_inline __s64 tcp_drop_limit(const struct bw_dir *d, const struct
 	return p->wire <= SMALL_PACKET ? 2 * d->drop_ns : d->drop_ns;
 }
 
+/* The drop threshold for an egress data packet of a socket still in its first
+ * ten segments, which leave unpaced: four bursts (at least BW_MIN_DROP_NS)
+ * instead of drop_ns, whose room for two super-packets is over a second at
+ * 1 Mbit/s, so eight new flows' first segments went through at twice the limit
+ * for a second. Its local drop is not a retransmission: TCP sends the segment
+ * again once paced. */
+static __always_inline int young_unpaced(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+	/* data_segs_out already counts this packet when the hook runs. */
+	return tp && tp->data_segs_out <= BW_UNPACED_SEGS;
+}
+
+static __always_inline __s64 young_drop_limit(const struct bw_dir *d)
+{
+	__u64 ns = 4 * d->burst_ns;
+	if (ns < BW_MIN_DROP_NS)
+		ns = BW_MIN_DROP_NS;
+	return ns < d->drop_ns ? (__s64)ns : (__s64)d->drop_ns;
+}
+
 static __always_inline int is_pure_ack(const struct pkt *p)
 {
 	return p->tcp && p->payload == 0 && (p->flags & BW_TCP_ACK) &&

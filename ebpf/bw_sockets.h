@@ -2,7 +2,8 @@
 /*
  * Sockets, for bw.bpf.c's sock_ops programs: connection keys, active-socket
  * epochs, each level's work-conserving share, pacing and the receive-window
- * clamp. Included by bw.bpf.c after its maps.
+ * clamp, and the egress hook's count of sockets its drops stall. Included by
+ * bw.bpf.c after its maps and packet helpers.
  */
 #ifndef BW_SOCKETS_H
 #define BW_SOCKETS_H
@@ -110,15 +111,13 @@ static __always_inline __u32 count_active(__u32 *counts, __u64 *seen, __u64 *las
  * exchanges a few bytes does not halve everyone's share), and return how many
  * sockets of the attachment were active in this or the previous epoch; `*ei` is
  * the epoch slot that count comes from. */
-static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_slot *slot,
-					    int dir, __u64 now, __u64 progress, __u32 *ei)
+/* Starts epoch `e` if it is new: the first socket of an epoch forgets the one
+ * before the previous. */
+static __always_inline void roll_epoch(struct bw_state *s, __u64 e)
 {
-	__u64 e = now >> BW_EPOCH_SHIFT;
 	__u64 se = s->epoch;
 
-	dir &= 1;
 	if (se != e) {
-		/* First socket of a new epoch: forget the one before the previous. */
 		if (__sync_val_compare_and_swap(&s->epoch, se, e) == se) {
 			for (int d = 0; d < 2; d++) {
 				s->active[d][e & 1] = 0;
@@ -132,8 +131,50 @@ static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_s
 			}
 		}
 	}
+}
+
+static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_slot *slot,
+					    int dir, __u64 now, __u64 progress, __u32 *ei)
+{
+	__u64 e = now >> BW_EPOCH_SHIFT;
+
+	roll_epoch(s, e);
+	dir &= 1;
 	return count_active(s->active[dir], &slot->epoch_seen[dir], &slot->progress[dir],
 			    progress, s->active_bytes[dir], e, ei);
+}
+
+/* Egress: this socket's data packet was just dropped here (past the drop
+ * threshold). TCP keeps the segment queued and, with nothing in flight, retries
+ * only from its probe timer (200 ms, then every 500 ms while the drops last), so no
+ * ACK brings a sock_ops callback that counts it as active. Counted here instead:
+ * otherwise the other sockets' shares grow by its share while it waits, their
+ * paces add up past the rate and the debt drops more of them (measured with bbr,
+ * 1M x 8: paces set from 3-8 sockets of 8). */
+static __always_inline void count_stalled(struct bw_state *s, struct __sk_buff *skb, __u64 now)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return;
+	struct bw_sock *ss = bpf_sk_storage_get(&bw_sock, sk, 0, 0);
+	if (!ss)
+		return;
+	struct bw_sock_slot *slot = 0;
+	if (ss->slot[0].cgid == s->cgid)
+		slot = &ss->slot[0];
+	else if (ss->slot[1].cgid == s->cgid)
+		slot = &ss->slot[1];
+	if (!slot)
+		return;
+	__u64 e = now >> BW_EPOCH_SHIFT;
+	roll_epoch(s, e);
+	if (slot->epoch_seen[BW_DIR_EGRESS] != e) {
+		slot->epoch_seen[BW_DIR_EGRESS] = e;
+		__sync_fetch_and_add(&s->active[BW_DIR_EGRESS][e & 1], 1);
+	}
 }
 
 /* This level's share of `rate` (bytes/s) for the socket, work-conserving: sockets
@@ -227,15 +268,49 @@ static __always_inline void set_pacing(struct bpf_sock_ops *skops, struct bw_soc
 	ss->pacing_applied = want64;
 }
 
+/* This level's congestion-window clamp for a socket paced at `pace` (bytes/s of
+ * payload), in segments, or 0 for none. Under a millisecond of RTT the kernel
+ * sizes a super-packet by up to 64 KB whatever the pace (tcp_tso_rtt_log), and
+ * paces the gap after it: a bbr socket at 1M x 8 sent 7-30 KB at once, then
+ * nothing for up to 1.9 s, so it was missing from the active count of whole
+ * epochs, the other sockets' shares grew by its share and their paces summed
+ * past the rate (measured: paces set from 4-7 of 8 sockets). Holding the window
+ * to BW_PACED_BURST_NS of the pace bounds both the burst and the gap. */
+static __always_inline __u32 cwnd_clamp_for(struct bpf_sock_ops *skops, __u64 pace, __u64 mss)
+{
+	__u64 span = BW_PACED_BURST_NS;
+	__u64 rtt2 = (__u64)(skops->srtt_us >> 3) * 2000;
+	if (rtt2 > span)
+		span = rtt2;
+	__u64 segs = pace / 1000 * (span / 1000000) / mss + 1;
+	if (segs < 2)
+		segs = 2;
+	return segs >= BW_CWND_CLAMP_SEGS ? 0 : (__u32)segs;
+}
+
+/* Sets TCP_BPF_SNDCWND_CLAMP when the smallest level's clamp moved from `was`
+ * (the kernel sets ssthresh with it, so it is set only on a change; 0 lifts it). */
+static __always_inline void set_cwnd_clamp(struct bpf_sock_ops *skops, struct bw_sock *ss,
+					   __u32 was)
+{
+	__u32 want = (__u32)min_nonzero(ss->slot[0].cwnd_clamp, ss->slot[1].cwnd_clamp);
+	if (want == was)
+		return;
+	int v = want ? (int)want : 0x7fffffff;
+	bpf_setsockopt(skops, SOL_TCP, TCP_BPF_SNDCWND_CLAMP, &v, sizeof(v));
+}
+
 /* Egress: pace this socket at its share of the rate, converted from wire bytes to
  * payload bytes (pacing counts payload; the bucket counts IP bytes per segment). */
 static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_state *s,
 					 struct bw_sock *ss, struct bw_sock_slot *slot, __u64 now)
 {
 	struct bw_dir *d = &s->dir[BW_DIR_EGRESS];
+	__u32 was = (__u32)min_nonzero(ss->slot[0].cwnd_clamp, ss->slot[1].cwnd_clamp);
 
 	if (!d->rate || (s->flags & BW_F_NO_PACING)) {
 		slot->pacing = 0;
+		slot->cwnd_clamp = 0;
 		slot->share[BW_DIR_EGRESS] = 0;
 	} else {
 		__u64 share = level_share(s, ss, slot, BW_DIR_EGRESS, d->rate, now,
@@ -243,8 +318,10 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
 		__u64 hdr = seg_header(skops);
 		slot->pacing = share * mss / (mss + hdr);
+		slot->cwnd_clamp = cwnd_clamp_for(skops, slot->pacing, mss);
 	}
 	set_pacing(skops, ss, &s->pacing_sets);
+	set_cwnd_clamp(skops, ss, was);
 }
 
 /* Whether the sender fills the receive window by bytes rather than whole
@@ -377,6 +454,25 @@ static __always_inline __u32 initial_window(struct bpf_sock_ops *skops, struct b
 	if (segs > 10)
 		segs = 10;
 	return (__u32)segs;
+}
+
+/* The sender's initial congestion window for an egress-limited socket, set while
+ * no data has left (TCP_BPF_IW): 20 ms of the egress rate in segments, two to ten,
+ * as initial_window sizes the receive side. Without it every new flow puts ten
+ * segments on the wire at once, which at a low limit is most of a second of the
+ * rate that the bucket's debt lets through (eight flows at 1M opened at twice the
+ * limit in their first second). */
+static __always_inline void egress_initial_window(struct bpf_sock_ops *skops, struct bw_state *s)
+{
+	__u64 rate = s->dir[BW_DIR_EGRESS].rate;
+	if (!rate || (s->flags & BW_F_NO_PACING))
+		return;
+	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	__u64 segs = rate / 50 / (mss + seg_header(skops));
+	if (segs >= 10)
+		return;
+	__u32 iw = segs < 2 ? 2 : (__u32)segs;
+	bpf_setsockopt(skops, SOL_TCP, TCP_BPF_IW, &iw, sizeof(iw));
 }
 
 /* Takes one off an epoch's count unless another CPU moved it meanwhile (then the

@@ -353,6 +353,18 @@ pub struct Iperf3Result {
     pub receiver_series: Vec<(f64, f64)>,
 }
 
+impl Iperf3Result {
+    /// The receiver's goodput in each report interval of the run's first second
+    /// (bit/s; empty without a report interval).
+    pub fn first_second(&self) -> Vec<f64> {
+        self.receiver_series
+            .iter()
+            .filter(|(t, _)| *t <= 1.0 + 1e-6)
+            .map(|(_, bps)| *bps)
+            .collect()
+    }
+}
+
 impl Iperf3 {
     pub fn new(target: IpAddr, port: u16) -> Self {
         Iperf3 {

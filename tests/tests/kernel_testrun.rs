@@ -239,6 +239,30 @@ fn egress_tcp_far_past_the_limit_is_dropped_with_notification_small_packets_late
 }
 
 #[test]
+fn egress_tcp_packet_larger_than_the_whole_allowance_passes_only_from_a_full_bucket() {
+    // A drop threshold below one data packet's cost stands in for a super-packet at
+    // a low rate (test runs cannot carry 64 KiB).
+    let mut st = state(None, Some(1_000_000));
+    let cost = bucket::ns_for(ip_len(&data(NOT_ECT)), st.dir[OUT].rate);
+    st.dir[OUT].burst_ns = cost / 8;
+    st.dir[OUT].mark_ns = cost / 16;
+    st.dir[OUT].drop_ns = cost / 2;
+    let Some(dp) = setup(&st) else { return };
+    assert_eq!(
+        run(&dp, Prog::Egress, &data(NOT_ECT)).0,
+        PASS_CN,
+        "an oversized packet must pass from a full bucket (else it is refused forever)"
+    );
+    assert_eq!(
+        run(&dp, Prog::Egress, &data(NOT_ECT)).0,
+        DROP_CN,
+        "the next one finds the bucket spent and the debt past the threshold"
+    );
+    let st = dp.state();
+    assert_eq!((st.dir[OUT].packets, st.dir[OUT].drop_packets), (1, 1));
+}
+
+#[test]
 fn udp_is_policed_both_ways_without_debt() {
     let Some(mut dp) = setup(&state(Some(10_000_000), Some(10_000_000))) else {
         return;

@@ -129,6 +129,77 @@ fn eight_streams_share_the_budget() {
     );
 }
 
+/// Eight new bbr flows leaving a workload limited to 1M. Two things let such flows
+/// through at up to twice the limit: each flow's first ten segments, which the
+/// kernel sends unpaced (2.0x the limit over the first second), and, at round
+/// trips under a millisecond, super-packets of tens of kilobytes whose paced gaps
+/// hid sockets from the active count, so the others' paces added up past the
+/// limit (1.04-1.12 over whole runs).
+#[test]
+fn eight_new_flows_hold_a_low_egress_limit_from_their_first_second() {
+    let Some((_g, e)) = env("young") else { return };
+    limit(&e, None, Some("1M"));
+    let mut c = Iperf3::new(e.tb.peer_v4, PORT);
+    c.reverse = true;
+    c.congestion = Some("bbr".into());
+    c.streams = 8;
+    c.seconds = 4;
+    c.omit = 0;
+    c.interval = Some(0.1);
+    let r = c.run().expect("iperf3");
+    let first = r.first_second();
+    assert!(!first.is_empty(), "no receiver intervals: {r:?}");
+    let first = first.iter().sum::<f64>() / first.len() as f64 / 1e6;
+    let whole = r.received_bps / 1e6;
+    eprintln!("1M x 8 bbr egress: first second {first:.3}, whole run {whole:.3} of the limit");
+    assert!(
+        (0.5..=1.5).contains(&first),
+        "first second at {first:.3} of the limit"
+    );
+    assert!(
+        (LOW..=1.02).contains(&whole),
+        "whole run at {whole:.3} of the limit"
+    );
+}
+
+/// Lifting a limit gives running flows back everything it held them with: their
+/// pace and the congestion-window clamp a low pace brings (a few segments, which
+/// alone would hold a flow far below what the path carries).
+#[test]
+fn a_running_flow_runs_free_once_its_low_limit_is_lifted() {
+    let Some((_g, e)) = env("lift") else { return };
+    let unlimited = goodput(e.tb.peer_v4, true, "cubic", 1, 2);
+    let id = limit(&e, None, Some("1M"));
+    let target = e.tb.peer_v4;
+    let run = std::thread::spawn(move || {
+        let mut c = Iperf3::new(target, PORT);
+        c.reverse = true;
+        c.congestion = Some("cubic".into());
+        c.seconds = 7;
+        c.omit = 0;
+        c.run().expect("iperf3")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(e.dp.unlimit(id, Duration::from_millis(500)).unwrap());
+    let r = run.join().unwrap();
+    let iv = &r.intervals_bps;
+    assert!(iv.len() >= 7, "intervals: {iv:?}");
+    let (early, late) = (iv[1], (iv[iv.len() - 2] + iv[iv.len() - 1]) / 2.0);
+    eprintln!(
+        "held {}, lifted {}, unlimited {}",
+        human_bps(early),
+        human_bps(late),
+        human_bps(unlimited)
+    );
+    assert!(early < 1.5e6, "held at 1M: {}", human_bps(early));
+    assert!(
+        late > 0.4 * unlimited,
+        "after the lift {} against {} unlimited",
+        human_bps(late),
+        human_bps(unlimited)
+    );
+}
+
 #[test]
 fn loopback_inside_the_workload_is_not_limited() {
     let Some((_g, mut e)) = env("lo") else { return };

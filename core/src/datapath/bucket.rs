@@ -57,8 +57,10 @@ pub const SUPER_PACKET_BYTES: u64 = 64 * 1024 + 4096;
 pub const CLAMP_BUDGET_NS: u64 = 1_000_000;
 
 /// Debt past which TCP packets are dropped: far beyond anything pacing or the ACK
-/// gate lets build up, so drops only hit traffic that ignores every other signal.
-pub const MIN_DROP_NS: u64 = 100_000_000;
+/// gate lets build up, so drops only hit traffic that ignores every other signal
+/// (`BW_MIN_DROP_NS`, which the egress program's lower threshold for a new
+/// flow's unpaced first segments is floored at too).
+pub const MIN_DROP_NS: u64 = crate::datapath::abi::ffi::BW_MIN_DROP_NS as u64;
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 

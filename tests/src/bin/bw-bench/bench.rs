@@ -244,12 +244,7 @@ impl Bench<'_> {
         let mss = if a.ipv6 { 1428.0 } else { 1448.0 };
         let packets = (r.received_bps * f64::from(a.seconds) / 8.0 / mss).round() as u64;
         // The first second as the receiver saw it, from 100 ms intervals.
-        let first: Vec<f64> = r
-            .receiver_series
-            .iter()
-            .filter(|(t, _)| *t <= 1.0 + 1e-6)
-            .map(|(_, bps)| *bps)
-            .collect();
+        let first = r.first_second();
         let first_ratio = |v: f64| limit_bps.map(|l| v / l as f64);
         let (first_second_ratio, first_peak_ratio) = if first.is_empty() {
             (None, None)
