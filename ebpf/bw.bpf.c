@@ -339,9 +339,11 @@ int bw_senders(struct bpf_sock_ops *skops)
 		/* Not (or no longer) limited: give back a pace set earlier. */
 		struct bw_sock *old = bpf_sk_storage_get(&bw_sock, sk, 0, 0);
 		if (old && old->dst_pacing) {
+			__u32 was = cwnd_want(skops, old);
 			old->dst_pacing = 0;
 			__u64 ignored = 0;
 			set_pacing(skops, old, &ignored);
+			set_cwnd_clamp(skops, old, was);
 		}
 		return 1;
 	}
@@ -375,8 +377,10 @@ int bw_senders(struct bpf_sock_ops *skops)
 	__u32 n = count_active(d->active, &ss->dst_epoch_seen, &ss->dst_progress,
 			       skops->bytes_acked, BW_MAX_ACTIVE_BYTES, e, &ei);
 	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	__u32 was = cwnd_want(skops, ss);
 	ss->dst_pacing = d->rate / n * mss / (mss + seg_header(skops));
 	set_pacing(skops, ss, &d->pacing_sets);
+	set_cwnd_clamp(skops, ss, was);
 	return 1;
 }
 

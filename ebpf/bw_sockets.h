@@ -288,12 +288,24 @@ static __always_inline __u32 cwnd_clamp_for(struct bpf_sock_ops *skops, __u64 pa
 	return segs >= BW_CWND_CLAMP_SEGS ? 0 : (__u32)segs;
 }
 
-/* Sets TCP_BPF_SNDCWND_CLAMP when the smallest level's clamp moved from `was`
- * (the kernel sets ssthresh with it, so it is set only on a change; 0 lifts it). */
+/* The congestion-window clamp the socket should have: the smallest its levels
+ * and the limited destination it sends to (bw_senders) give it; 0 = none. */
+static __always_inline __u32 cwnd_want(struct bpf_sock_ops *skops, struct bw_sock *ss)
+{
+	__u64 w = min_nonzero(ss->slot[0].cwnd_clamp, ss->slot[1].cwnd_clamp);
+	if (ss->dst_pacing) {
+		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+		w = min_nonzero(w, cwnd_clamp_for(skops, ss->dst_pacing, mss));
+	}
+	return (__u32)w;
+}
+
+/* Sets TCP_BPF_SNDCWND_CLAMP when cwnd_want moved from `was` (the kernel sets
+ * ssthresh with it, so it is set only on a change; 0 lifts it). */
 static __always_inline void set_cwnd_clamp(struct bpf_sock_ops *skops, struct bw_sock *ss,
 					   __u32 was)
 {
-	__u32 want = (__u32)min_nonzero(ss->slot[0].cwnd_clamp, ss->slot[1].cwnd_clamp);
+	__u32 want = cwnd_want(skops, ss);
 	if (want == was)
 		return;
 	int v = want ? (int)want : 0x7fffffff;
@@ -306,7 +318,7 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 					 struct bw_sock *ss, struct bw_sock_slot *slot, __u64 now)
 {
 	struct bw_dir *d = &s->dir[BW_DIR_EGRESS];
-	__u32 was = (__u32)min_nonzero(ss->slot[0].cwnd_clamp, ss->slot[1].cwnd_clamp);
+	__u32 was = cwnd_want(skops, ss);
 
 	if (!d->rate || (s->flags & BW_F_NO_PACING)) {
 		slot->pacing = 0;

@@ -162,13 +162,42 @@ fn eight_new_flows_hold_a_low_egress_limit_from_their_first_second() {
     );
 }
 
+/// The largest congestion window (segments) among the workload's TCP sockets
+/// that have sent data on `port` (iperf3's control connection excluded).
+fn sending_cwnd(e: &Env, port: u16) -> u32 {
+    let out =
+        e.tb.workload_command("ss")
+            .unwrap()
+            .args([
+                "-tin",
+                "state",
+                "established",
+                &format!("( sport = :{port} )"),
+            ])
+            .output()
+            .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let at = line.find(key)? + key.len();
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    text.lines()
+        .filter(|l| field(l, "bytes_acked:").is_some_and(|b| b > 50_000))
+        .filter_map(|l| field(l, " cwnd:"))
+        .max()
+        .map_or(0, |c| c as u32)
+}
+
 /// Lifting a limit gives running flows back everything it held them with: their
-/// pace and the congestion-window clamp a low pace brings (a few segments, which
-/// alone would hold a flow far below what the path carries).
+/// pace and the congestion-window clamp a low pace brings (100 ms of the pace, a
+/// few segments at 1M, which alone would hold a flow far below the path).
 #[test]
 fn a_running_flow_runs_free_once_its_low_limit_is_lifted() {
     let Some((_g, e)) = env("lift") else { return };
-    let unlimited = goodput(e.tb.peer_v4, true, "cubic", 1, 2);
     let id = limit(&e, None, Some("1M"));
     let target = e.tb.peer_v4;
     let run = std::thread::spawn(move || {
@@ -180,24 +209,27 @@ fn a_running_flow_runs_free_once_its_low_limit_is_lifted() {
         c.run().expect("iperf3")
     });
     std::thread::sleep(Duration::from_millis(2500));
+    let held = sending_cwnd(&e, PORT);
     assert!(e.dp.unlimit(id, Duration::from_millis(500)).unwrap());
+    std::thread::sleep(Duration::from_millis(2000));
+    let free = sending_cwnd(&e, PORT);
     let r = run.join().unwrap();
     let iv = &r.intervals_bps;
     assert!(iv.len() >= 7, "intervals: {iv:?}");
     let (early, late) = (iv[1], (iv[iv.len() - 2] + iv[iv.len() - 1]) / 2.0);
     eprintln!(
-        "held {}, lifted {}, unlimited {}",
+        "held {} with a window of {held} segments, lifted {} with {free}",
         human_bps(early),
         human_bps(late),
-        human_bps(unlimited)
     );
     assert!(early < 1.5e6, "held at 1M: {}", human_bps(early));
+    // 1M: a pace of about 120 KB/s, 100 ms of it is 9 segments (+1).
     assert!(
-        late > 0.4 * unlimited,
-        "after the lift {} against {} unlimited",
-        human_bps(late),
-        human_bps(unlimited)
+        (1..=10).contains(&held),
+        "window of a socket paced at 1M: {held} segments"
     );
+    assert!(free > 20, "window after the lift: {free} segments");
+    assert!(late > 100e6, "after the lift {}", human_bps(late));
 }
 
 #[test]
