@@ -106,11 +106,6 @@ static __always_inline __u32 count_active(__u32 *counts, __u64 *seen, __u64 *las
 	return n ? n : 1;
 }
 
-/* Count this socket as active in direction `dir` for the current epoch once it has
- * moved `active_bytes` since it was last counted (so a control connection that
- * exchanges a few bytes does not halve everyone's share), and return how many
- * sockets of the attachment were active in this or the previous epoch; `*ei` is
- * the epoch slot that count comes from. */
 /* Starts epoch `e` if it is new: the first socket of an epoch forgets the one
  * before the previous. */
 static __always_inline void roll_epoch(struct bw_state *s, __u64 e)
@@ -133,6 +128,11 @@ static __always_inline void roll_epoch(struct bw_state *s, __u64 e)
 	}
 }
 
+/* Count this socket as active in direction `dir` for the current epoch once it has
+ * moved `active_bytes` since it was last counted (so a control connection that
+ * exchanges a few bytes does not halve everyone's share), and return how many
+ * sockets of the attachment were active in this or the previous epoch; `*ei` is
+ * the epoch slot that count comes from. */
 static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_slot *slot,
 					    int dir, __u64 now, __u64 progress, __u32 *ei)
 {
@@ -147,10 +147,9 @@ static __always_inline __u32 active_sockets(struct bw_state *s, struct bw_sock_s
 /* Egress: this socket's data packet was just dropped here (past the drop
  * threshold). TCP keeps the segment queued and, with nothing in flight, retries
  * only from its probe timer (200 ms, then every 500 ms while the drops last), so no
- * ACK brings a sock_ops callback that counts it as active. Counted here instead:
- * otherwise the other sockets' shares grow by its share while it waits, their
- * paces add up past the rate and the debt drops more of them (measured with bbr,
- * 1M x 8: paces set from 3-8 sockets of 8). */
+ * ACK brings a sock_ops callback that counts it as active. It is still
+ * backlogged, so it is counted here: otherwise the other sockets' shares grow by
+ * its share while our own drop holds it. */
 static __always_inline void count_stalled(struct bw_state *s, struct __sk_buff *skb, __u64 now)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -470,10 +469,10 @@ static __always_inline __u32 initial_window(struct bpf_sock_ops *skops, struct b
 
 /* The sender's initial congestion window for an egress-limited socket, set while
  * no data has left (TCP_BPF_IW): 20 ms of the egress rate in segments, two to ten,
- * as initial_window sizes the receive side. Without it every new flow puts ten
- * segments on the wire at once, which at a low limit is most of a second of the
- * rate that the bucket's debt lets through (eight flows at 1M opened at twice the
- * limit in their first second). */
+ * as initial_window sizes the receive side, so a new flow's opening burst is what
+ * the bucket holds rather than ten segments. Its first ten segments still leave
+ * unpaced within a few round trips; the egress hook's lower drop threshold for
+ * them (young_drop_limit) is what holds those to the limit. */
 static __always_inline void egress_initial_window(struct bpf_sock_ops *skops, struct bw_state *s)
 {
 	__u64 rate = s->dir[BW_DIR_EGRESS].rate;

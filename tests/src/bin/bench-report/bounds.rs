@@ -3,6 +3,8 @@
 //! path's. Segments are 1,448 B of payload in 1,500 B on the wire (IPv4 with
 //! timestamps); a full pipe is therefore 1448/1500 of the limit.
 
+use nri_bandwidth_core::datapath::bucket::{self, Direction};
+
 /// Payload and wire bytes of a full-sized segment.
 const MSS: f64 = 1448.0;
 const WIRE: f64 = 1500.0;
@@ -46,6 +48,16 @@ pub fn unpaced_start_s(limit_bps: f64, streams: u32) -> f64 {
     f64::from(streams) * INITIAL_WINDOW * WIRE * 8.0 / limit_bps
 }
 
+/// The egress bucket's default burst at `limit_bps`, and the debt (both in
+/// seconds) past which the egress hook drops a new flow's unpaced first segments
+/// (bw_packet.h `young_drop_limit`): together the most such segments may run
+/// ahead of the limit.
+pub fn unpaced_allowance_s(limit_bps: f64) -> (f64, f64) {
+    let d = bucket::dir_config((limit_bps / 8.0) as u64, None, Direction::Egress);
+    let young = (4 * d.burst_ns).max(bucket::MIN_DROP_NS).min(d.drop_ns);
+    (d.burst_ns as f64 / 1e9, young as f64 / 1e9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +85,16 @@ mod tests {
     fn eight_flows_first_segments_take_most_of_a_second_at_one_megabit() {
         let s = unpaced_start_s(1e6, 8);
         assert!((0.95..0.97).contains(&s), "{s}");
+    }
+
+    #[test]
+    fn first_segments_may_run_ahead_by_four_bursts_at_one_megabit() {
+        // 1M: the 4 KiB floor is 33 ms, four of them 131 ms.
+        let (burst, debt) = unpaced_allowance_s(1e6);
+        assert!((0.032..0.034).contains(&burst), "{burst}");
+        assert!((0.130..0.133).contains(&debt), "{debt}");
+        // 100M: 20 ms bursts, so the 100 ms floor.
+        let (burst, debt) = unpaced_allowance_s(100e6);
+        assert!((burst - 0.02).abs() < 1e-9 && (debt - 0.1).abs() < 1e-9);
     }
 }

@@ -5,7 +5,9 @@
 use nri_bandwidth_tests::human_bps;
 use serde_json::Value;
 
-use crate::bounds::{slow_start_first_second, unpaced_start_s, window_floor_bps};
+use crate::bounds::{
+    slow_start_first_second, unpaced_allowance_s, unpaced_start_s, window_floor_bps,
+};
 use crate::values::{Out, delay_name, f, fmt2, fmt3};
 
 /// Goodput/limit a full pipe must reach, and may not pass.
@@ -103,9 +105,13 @@ fn notes(m: &Value, c: &Value, why: &[String]) -> (Vec<String>, bool) {
         ));
     }
     if !ingress && has("first") && first > FIRST_SECOND.1 {
+        let (burst, debt) = unpaced_allowance_s(limit);
         out.push(format!(
-            "{streams} × 10 first segments leave unpaced: {} s at the limit",
-            fmt2(unpaced_start_s(limit, streams))
+            "{streams} × 10 first segments leave unpaced ({} s at the limit); the egress hook \
+             drops them past {} s of debt, after the bucket's {} s burst",
+            fmt2(unpaced_start_s(limit, streams)),
+            fmt2(debt),
+            fmt2(burst)
         ));
     }
     let w = window_floor_bps(streams, rtt_s);
