@@ -187,8 +187,9 @@ int bw_egress(struct __sk_buff *skb)
 
 	__s64 after = peek(d, now, cost);
 	__s64 limit = tcp_drop_limit(d, &p);
-	if (after > young_drop_limit(d) && after <= limit && p.payload && young_unpaced(skb))
-		limit = young_drop_limit(d);
+	__s64 young = young_drop_limit(d);
+	if (after > young && after <= limit && p.payload && young_unpaced(skb))
+		limit = young;
 	/* A packet costing more than the whole allowance (a super-packet at a low
 	 * rate) passes when the bucket is full, as UDP does. */
 	if (after > limit && (cost <= (__u64)limit || bucket_spent(d, now, 0))) {
@@ -376,7 +377,7 @@ int bw_senders(struct bpf_sock_ops *skops)
 	__u32 ei = 0;
 	__u32 n = count_active(d->active, &ss->dst_epoch_seen, &ss->dst_progress,
 			       skops->bytes_acked, BW_MAX_ACTIVE_BYTES, e, &ei);
-	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	__u64 mss = sock_mss(skops);
 	__u32 was = cwnd_want(skops, ss);
 	ss->dst_pacing = d->rate / n * mss / (mss + seg_header(skops));
 	set_pacing(skops, ss, &d->pacing_sets);

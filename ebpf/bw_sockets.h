@@ -106,6 +106,16 @@ static __always_inline __u32 count_active(__u32 *counts, __u64 *seen, __u64 *las
 	return n ? n : 1;
 }
 
+/* The socket's slot for the attachment `cgid`, or NULL when it has none yet. */
+static __always_inline struct bw_sock_slot *slot_find(struct bw_sock *ss, __u64 cgid)
+{
+	if (ss->slot[0].cgid == cgid)
+		return &ss->slot[0];
+	if (ss->slot[1].cgid == cgid)
+		return &ss->slot[1];
+	return 0;
+}
+
 /* Starts epoch `e` if it is new: the first socket of an epoch forgets the one
  * before the previous. */
 static __always_inline void roll_epoch(struct bw_state *s, __u64 e)
@@ -161,11 +171,7 @@ static __always_inline void count_stalled(struct bw_state *s, struct __sk_buff *
 	struct bw_sock *ss = bpf_sk_storage_get(&bw_sock, sk, 0, 0);
 	if (!ss)
 		return;
-	struct bw_sock_slot *slot = 0;
-	if (ss->slot[0].cgid == s->cgid)
-		slot = &ss->slot[0];
-	else if (ss->slot[1].cgid == s->cgid)
-		slot = &ss->slot[1];
+	struct bw_sock_slot *slot = slot_find(ss, s->cgid);
 	if (!slot)
 		return;
 	__u64 e = now >> BW_EPOCH_SHIFT;
@@ -206,6 +212,12 @@ static __always_inline __u64 level_share(struct bw_state *s, struct bw_sock *ss,
 	return share;
 }
 
+/* The socket's MSS, or the usual 1448 before the kernel has one. */
+static __always_inline __u64 sock_mss(struct bpf_sock_ops *skops)
+{
+	return skops->mss_cache ? skops->mss_cache : 1448;
+}
+
 /* IP + TCP header bytes per segment (timestamps assumed, as Linux negotiates them).
  * An AF_INET6 socket talking to a v4-mapped address sends IPv4. */
 static __always_inline __u64 seg_header(struct bpf_sock_ops *skops)
@@ -219,10 +231,9 @@ static __always_inline __u64 seg_header(struct bpf_sock_ops *skops)
 
 static __always_inline struct bw_sock_slot *slot_for(struct bw_sock *ss, __u64 cgid)
 {
-	if (ss->slot[0].cgid == cgid)
-		return &ss->slot[0];
-	if (ss->slot[1].cgid == cgid)
-		return &ss->slot[1];
+	struct bw_sock_slot *found = slot_find(ss, cgid);
+	if (found)
+		return found;
 	if (!ss->slot[0].cgid) {
 		ss->slot[0].cgid = cgid;
 		return &ss->slot[0];
@@ -293,7 +304,7 @@ static __always_inline __u32 cwnd_want(struct bpf_sock_ops *skops, struct bw_soc
 {
 	__u64 w = min_nonzero(ss->slot[0].cwnd_clamp, ss->slot[1].cwnd_clamp);
 	if (ss->dst_pacing) {
-		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+		__u64 mss = sock_mss(skops);
 		w = min_nonzero(w, cwnd_clamp_for(skops, ss->dst_pacing, mss));
 	}
 	return (__u32)w;
@@ -326,7 +337,7 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 	} else {
 		__u64 share = level_share(s, ss, slot, BW_DIR_EGRESS, d->rate, now,
 					  skops->bytes_acked);
-		__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+		__u64 mss = sock_mss(skops);
 		__u64 hdr = seg_header(skops);
 		slot->pacing = share * mss / (mss + hdr);
 		slot->cwnd_clamp = cwnd_clamp_for(skops, slot->pacing, mss);
@@ -372,7 +383,7 @@ static __always_inline void apply_clamp(struct bpf_sock_ops *skops, struct bw_st
 	} else {
 		__u64 share = level_share(s, ss, slot, BW_DIR_INGRESS, d->rate, now,
 					  skops->bytes_received);
-		__u32 mss = skops->mss_cache ? skops->mss_cache : 1448;
+		__u32 mss = (__u32)sock_mss(skops);
 		__u64 srtt_us = skops->srtt_us >> 3;
 		if (srtt_us > 1000000)
 			srtt_us = 1000000;
@@ -456,7 +467,7 @@ static __always_inline __u32 initial_window(struct bpf_sock_ops *skops, struct b
 {
 	if (!s->dir[BW_DIR_INGRESS].rate || (s->flags & BW_F_NO_CLAMP))
 		return 0;
-	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	__u64 mss = sock_mss(skops);
 	/* 20 ms of the rate (the default bucket): at 1M two segments, from 10M a
 	 * full initial window, so a short transfer is not held to two segments. */
 	__u64 segs = s->clamp_budget * 20 / mss;
@@ -478,7 +489,7 @@ static __always_inline void egress_initial_window(struct bpf_sock_ops *skops, st
 	__u64 rate = s->dir[BW_DIR_EGRESS].rate;
 	if (!rate || (s->flags & BW_F_NO_PACING))
 		return;
-	__u64 mss = skops->mss_cache ? skops->mss_cache : 1448;
+	__u64 mss = sock_mss(skops);
 	__u64 segs = rate / 50 / (mss + seg_header(skops));
 	if (segs >= 10)
 		return;

@@ -199,15 +199,7 @@ fn sending_cwnd(e: &Env, port: u16) -> u32 {
 fn a_running_flow_runs_free_once_its_low_limit_is_lifted() {
     let Some((_g, e)) = env("lift") else { return };
     let id = limit(&e, None, Some("1M"));
-    let target = e.tb.peer_v4;
-    let run = std::thread::spawn(move || {
-        let mut c = Iperf3::new(target, PORT);
-        c.reverse = true;
-        c.congestion = Some("cubic".into());
-        c.seconds = 7;
-        c.omit = 0;
-        c.run().expect("iperf3")
-    });
+    let run = running_egress_flow(e.tb.peer_v4, 7, Some("cubic"));
     std::thread::sleep(Duration::from_millis(2500));
     let held = sending_cwnd(&e, PORT);
     assert!(e.dp.unlimit(id, Duration::from_millis(500)).unwrap());
@@ -347,18 +339,29 @@ fn pod_limit_is_shared_by_its_containers() {
     );
 }
 
+/// One flow out of the workload for `seconds`, in the background, so a test can
+/// change the limit under it (`cc`: None for the system default).
+fn running_egress_flow(
+    target: std::net::IpAddr,
+    seconds: u32,
+    cc: Option<&str>,
+) -> std::thread::JoinHandle<nri_bandwidth_testkit::testbed::Iperf3Result> {
+    let cc = cc.map(str::to_string);
+    std::thread::spawn(move || {
+        let mut c = Iperf3::new(target, PORT);
+        c.reverse = true;
+        c.congestion = cc;
+        c.seconds = seconds;
+        c.omit = 0;
+        c.run().expect("iperf3")
+    })
+}
+
 #[test]
 fn a_rate_change_applies_to_running_flows() {
     let Some((_g, e)) = env("chg") else { return };
     let id = limit(&e, None, Some("20M"));
-    let target = e.tb.peer_v4;
-    let run = std::thread::spawn(move || {
-        let mut c = Iperf3::new(target, PORT);
-        c.reverse = true;
-        c.seconds = 6;
-        c.omit = 0;
-        c.run().expect("iperf3")
-    });
+    let run = running_egress_flow(e.tb.peer_v4, 6, None);
     std::thread::sleep(Duration::from_millis(3000));
     let l = Limit {
         egress: Some(Rate::parse("80M").unwrap()),
