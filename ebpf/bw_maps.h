@@ -104,6 +104,10 @@ struct bw_state {
  * writes bw_dir.drop_ns from it. */
 #define BW_MIN_DROP_NS 100000000ULL
 
+/* Bursts of debt a new flow's unpaced first segments may run up before the egress
+ * hook drops them (at least BW_MIN_DROP_NS; see bw_packet.h young_drop_limit). */
+#define BW_YOUNG_DROP_BURSTS 4
+
 /* The kernel paces a TCP socket from its eleventh data segment on (as sch_fq
  * does): the first ten leave at once whatever SO_MAX_PACING_RATE says. */
 #define BW_UNPACED_SEGS 10

@@ -179,8 +179,8 @@ static __always_inline __s64 tcp_drop_limit(const struct bw_dir *d, const struct
 }
 
 /* The drop threshold for an egress data packet of a socket still in its first
- * ten segments, which leave unpaced: four bursts (at least BW_MIN_DROP_NS)
- * instead of drop_ns, whose room for two super-packets is over a second at
+ * ten segments, which leave unpaced: BW_YOUNG_DROP_BURSTS bursts (at least
+ * BW_MIN_DROP_NS) instead of drop_ns, whose room for two super-packets is over a second at
  * 1 Mbit/s, so eight new flows' first segments went through at twice the limit
  * for a second. Its local drop is not a retransmission: TCP sends the segment
  * again once paced. */
@@ -196,7 +196,7 @@ static __always_inline int young_unpaced(struct __sk_buff *skb)
 
 static __always_inline __s64 young_drop_limit(const struct bw_dir *d)
 {
-	__u64 ns = 4 * d->burst_ns;
+	__u64 ns = BW_YOUNG_DROP_BURSTS * d->burst_ns;
 	if (ns < BW_MIN_DROP_NS)
 		ns = BW_MIN_DROP_NS;
 	return ns < d->drop_ns ? (__s64)ns : (__s64)d->drop_ns;

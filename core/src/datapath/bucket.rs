@@ -62,6 +62,10 @@ pub const CLAMP_BUDGET_NS: u64 = 1_000_000;
 /// flow's unpaced first segments is floored at too).
 pub const MIN_DROP_NS: u64 = crate::datapath::abi::ffi::BW_MIN_DROP_NS as u64;
 
+/// Bursts of debt a new flow's unpaced first segments may run up in the egress
+/// program before it drops them (`BW_YOUNG_DROP_BURSTS`).
+pub const YOUNG_DROP_BURSTS: u64 = crate::datapath::abi::ffi::BW_YOUNG_DROP_BURSTS as u64;
+
 const NS_PER_SEC: u128 = 1_000_000_000;
 
 /// `bytes * mult >> shift` must not overflow for packets up to 2 MiB (BIG TCP

@@ -54,7 +54,9 @@ pub fn unpaced_start_s(limit_bps: f64, streams: u32) -> f64 {
 /// ahead of the limit.
 pub fn unpaced_allowance_s(limit_bps: f64) -> (f64, f64) {
     let d = bucket::dir_config((limit_bps / 8.0) as u64, None, Direction::Egress);
-    let young = (4 * d.burst_ns).max(bucket::MIN_DROP_NS).min(d.drop_ns);
+    let young = (bucket::YOUNG_DROP_BURSTS * d.burst_ns)
+        .max(bucket::MIN_DROP_NS)
+        .min(d.drop_ns);
     (d.burst_ns as f64 / 1e9, young as f64 / 1e9)
 }
 
