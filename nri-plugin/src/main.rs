@@ -93,6 +93,12 @@ struct Args {
     /// daemon must be reachable on it at its node's address (host network).
     #[arg(long, default_value_t = 9106, env = "NRI_BANDWIDTH_SHARE_PORT")]
     share_port: u16,
+    /// File holding the key every node's daemon shares (at least 16 bytes; the
+    /// Helm chart mounts it from a Secret): the exchange seals its datagrams with
+    /// it and refuses any that do not verify. Without it the exchange does not
+    /// start.
+    #[arg(long, env = "NRI_BANDWIDTH_SHARE_KEY_FILE")]
+    share_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -209,6 +215,9 @@ fn main() -> Result<()> {
                         plugin.clone(),
                     ));
                     _exchange = cross_node(&args, client, &node);
+                    if let Some(a) = &_exchange {
+                        let _ = metrics.exchange.set(a.stats.clone());
+                    }
                 }
                 Err(why) => log::info!("pod watch off: {why}; limits follow NRI events only"),
             }
@@ -234,6 +243,7 @@ fn cross_node(
     node: &str,
 ) -> Option<nri_bandwidth_core::shares::agent::Agent> {
     use nri_bandwidth_core::shares::agent::{Agent, Config, Directory};
+    use nri_bandwidth_core::shares::seal::Keyring;
     if args.cross_node == Switch::Off {
         log::info!("senders toward other nodes' pods are not paced (--cross-node=off)");
         return None;
@@ -242,13 +252,16 @@ fn cross_node(
         log::info!("senders toward other nodes' pods are not paced (no --sender-scope)");
         return None;
     }
+    let key = match &args.share_key_file {
+        Some(p) => Keyring::from_file(p).map_err(|e| e.to_string()),
+        None => Err("no --share-key-file (a key every node's daemon shares)".to_string()),
+    };
     let bind = std::net::SocketAddr::from(([0u8; 16], args.share_port));
     let dir = Arc::new(std::sync::Mutex::new(Directory::default()));
-    let started = Datapath::open(&args.pin_root)
-        .map_err(|e| e.to_string())
-        .and_then(|dp| {
-            Agent::start(dp, Config::new(node, bind), dir.clone()).map_err(|e| e.to_string())
-        });
+    let started = key.and_then(|key| {
+        let dp = Datapath::open(&args.pin_root).map_err(|e| e.to_string())?;
+        Agent::start(dp, Config::new(node, bind, key), dir.clone()).map_err(|e| e.to_string())
+    });
     match started {
         Ok(agent) => {
             log::info!(

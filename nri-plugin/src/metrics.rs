@@ -1,13 +1,16 @@
 //! Prometheus text exposition: per pod / container limits and counters read from the
-//! pinned state, and a latency histogram of the NRI handlers. Opt-in (the daemon
-//! serves it only when `metrics_address` is set).
+//! pinned state, a latency histogram of the NRI handlers, and the share exchange's
+//! datagram counters when it runs. Opt-in (the daemon serves it only when
+//! `metrics_address` is set).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nri_bandwidth_core::model::Entry;
+use nri_bandwidth_core::shares::agent::Stats as ExchangeStats;
 use nri_bandwidth_core::stats::quantile;
 
 /// Histogram bucket bounds in seconds: the runtime's budget is 2 s per call; the
@@ -28,6 +31,8 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     handlers: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// The share exchange's counters, once it started.
+    pub exchange: OnceLock<Arc<ExchangeStats>>,
 }
 
 const RECENT: usize = 10_000;
@@ -66,6 +71,9 @@ impl Metrics {
     pub fn render(&self, entries: &[Entry]) -> String {
         let mut out = String::new();
         render_entries(&mut out, entries);
+        if let Some(x) = self.exchange.get() {
+            render_exchange(&mut out, x);
+        }
         let methods: Vec<&'static str> = self.handlers.lock().unwrap().keys().copied().collect();
         out += "# HELP nri_bandwidth_handler_latency_recent_seconds Quantiles of the last 10,000 calls.\n";
         out += "# TYPE nri_bandwidth_handler_latency_recent_seconds gauge\n";
@@ -108,6 +116,48 @@ impl Metrics {
         }
         out
     }
+}
+
+fn render_exchange(out: &mut String, x: &ExchangeStats) {
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    out.push_str(
+        "# HELP nri_bandwidth_share_exchange_datagrams_total Share-exchange datagrams sent and received, by kind.\n\
+         # TYPE nri_bandwidth_share_exchange_datagrams_total counter\n",
+    );
+    for (kind, way, v) in [
+        ("demand", "sent", n(&x.demands_sent)),
+        ("demand", "received", n(&x.demands_received)),
+        ("shares", "sent", n(&x.shares_sent)),
+        ("shares", "received", n(&x.shares_received)),
+    ] {
+        let _ = writeln!(
+            out,
+            "nri_bandwidth_share_exchange_datagrams_total{{kind=\"{kind}\",way=\"{way}\"}} {v}"
+        );
+    }
+    let auth = n(&x.unauthenticated);
+    out.push_str(
+        "# HELP nri_bandwidth_share_exchange_refused_total Datagrams refused: a seal that does not verify or a stale stamp (unauthenticated), or a failed check or an answer for another node's pod (invalid).\n\
+         # TYPE nri_bandwidth_share_exchange_refused_total counter\n",
+    );
+    let _ = writeln!(
+        out,
+        "nri_bandwidth_share_exchange_refused_total{{reason=\"unauthenticated\"}} {auth}"
+    );
+    let _ = writeln!(
+        out,
+        "nri_bandwidth_share_exchange_refused_total{{reason=\"invalid\"}} {}",
+        n(&x.refused).saturating_sub(auth)
+    );
+    out.push_str(
+        "# HELP nri_bandwidth_share_exchange_send_errors_total Datagrams the socket could not send.\n\
+         # TYPE nri_bandwidth_share_exchange_send_errors_total counter\n",
+    );
+    let _ = writeln!(
+        out,
+        "nri_bandwidth_share_exchange_send_errors_total {}",
+        n(&x.send_errors)
+    );
 }
 
 fn esc(s: &str) -> String {
@@ -332,6 +382,28 @@ mod tests {
         assert_eq!(m.quantile(Some("RunPodSandbox"), 1.0), Some(0.003));
         assert!(t.contains("nri_bandwidth_handler_latency_recent_seconds{method=\"RunPodSandbox\",quantile=\"0.99\"} 0.003"), "{t}");
         assert_eq!(m.quantile(Some("Other"), 0.5), None);
+        assert!(!t.contains("share_exchange"), "no exchange, no series");
+    }
+
+    #[test]
+    fn the_share_exchange_counters_appear_once_it_runs() {
+        let m = Metrics::default();
+        let x = Arc::new(ExchangeStats::default());
+        x.demands_sent.store(12, Ordering::Relaxed);
+        x.shares_received.store(11, Ordering::Relaxed);
+        x.refused.store(5, Ordering::Relaxed);
+        x.unauthenticated.store(3, Ordering::Relaxed);
+        m.exchange.set(x).unwrap();
+        let t = m.render(&[]);
+        for line in [
+            "nri_bandwidth_share_exchange_datagrams_total{kind=\"demand\",way=\"sent\"} 12",
+            "nri_bandwidth_share_exchange_datagrams_total{kind=\"shares\",way=\"received\"} 11",
+            "nri_bandwidth_share_exchange_refused_total{reason=\"unauthenticated\"} 3",
+            "nri_bandwidth_share_exchange_refused_total{reason=\"invalid\"} 2",
+            "nri_bandwidth_share_exchange_send_errors_total 0",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line} in:\n{t}");
+        }
     }
 
     /// Idle clients beyond the cap hold nothing for long: a scrape still gets its

@@ -40,6 +40,12 @@ pub fn test_pin_root(tag: &str) -> PathBuf {
     ))
 }
 
+/// The share-exchange key the tests' nodes share (they all run on this machine).
+pub fn share_key() -> nri_bandwidth_core::shares::seal::Key {
+    nri_bandwidth_core::shares::seal::Key::new("of the tests", b"nri-bandwidth tests' shared key")
+        .expect("long enough")
+}
+
 /// A binary of the workspace (e.g. `bwctl`): next to the running executable (a
 /// tool in target/<profile>) or one level up (a test in target/<profile>/deps).
 /// `make test` builds them first.

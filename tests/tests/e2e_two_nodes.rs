@@ -71,6 +71,13 @@ fn pods_on_two_nodes_are_limited_both_ways_and_paced_at_the_sender() {
     for n in [1, 8] {
         check_ingress(&c, &ip, "0.2 ms", n, "cubic", LIMIT);
     }
+    // Both daemons read the chart's key: node a's answers to node b's demand
+    // (sent while its sockets were active) came sealed and verified.
+    let l = log();
+    assert!(
+        l.contains("answers from") && !l.contains("seal does not verify"),
+        "no verified answer from the receiving node; daemons' logs:\n{l}"
+    );
     check_ingress(&c, &ip, "0.2 ms", 1, "bbr", LIMIT);
     // The limited pod sends to the other node at its egress limit.
     near(

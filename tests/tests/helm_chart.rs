@@ -132,6 +132,50 @@ fn the_chart_renders_the_plain_manifests_and_its_values() {
         Some(true),
         "the exchange is reached at the node's address"
     );
+    assert!(
+        args.contains(&"--share-key-file=/etc/nri-bandwidth/share-key/key".to_string()),
+        "{args:?}"
+    );
+    // The key comes from a Secret the chart creates with a random key, mounted
+    // optionally (a missing Secret never keeps the daemon from starting).
+    let secret = &senders[&("Secret".to_string(), "nri-bandwidth-share-key".to_string())];
+    let key = secret["data"]["key"].as_str().expect("a key");
+    assert_eq!(key.len(), 64, "48 random characters, base64: {key}");
+    let vols = spec["volumes"].as_sequence().unwrap();
+    let vol = vols
+        .iter()
+        .find(|v| v["name"].as_str() == Some("share-key"))
+        .expect("the key's volume");
+    assert_eq!(
+        vol["secret"]["secretName"].as_str(),
+        Some("nri-bandwidth-share-key")
+    );
+    assert_eq!(vol["secret"]["optional"].as_bool(), Some(true));
+    let mounts = spec["containers"][0]["volumeMounts"].as_sequence().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m["name"].as_str() == Some("share-key")
+                && m["mountPath"].as_str() == Some("/etc/nri-bandwidth/share-key"))
+    );
+    let own = render(&[
+        "senders.enabled=true",
+        "senders.key.create=false",
+        "senders.key.secret=mine",
+    ]);
+    assert!(
+        !own.keys().any(|(kind, _)| kind == "Secret"),
+        "no Secret when the operator brings one"
+    );
+    let spec =
+        &own[&("DaemonSet".to_string(), "nri-bandwidth".to_string())]["spec"]["template"]["spec"];
+    assert!(
+        spec["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"].as_str() == Some("mine"))
+    );
     let scoped = render(&["senders.enabled=true", "senders.scope=/kubepods"]);
     let args = args_of(&scoped);
     assert!(

@@ -15,8 +15,9 @@ use nri_bandwidth_core::datapath::{self as limiter, Datapath};
 use nri_bandwidth_core::model::{Limit, Owner};
 use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_core::shares::agent::{Agent, Config, Directory, RemotePod};
+use nri_bandwidth_core::shares::seal::{self, Key, Stamper};
 use nri_bandwidth_core::shares::wire::{self, DemandEntry, Message, ShareEntry, Shares};
-use nri_bandwidth_tests::{privileged, test_pin_root};
+use nri_bandwidth_tests::{privileged, share_key, test_pin_root};
 
 struct Root(PathBuf);
 
@@ -30,8 +31,14 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// `msg` sealed as the tests' nodes seal it (one stamp sequence for all).
+fn sealed(msg: &[u8]) -> Vec<u8> {
+    static STAMPS: Mutex<Stamper> = Mutex::new(Stamper::new());
+    seal::seal(&share_key(), STAMPS.lock().unwrap().stamp(), msg)
+}
+
 fn quick(node: &str) -> Config {
-    let mut c = Config::new(node, loopback());
+    let mut c = Config::new(node, loopback(), share_key());
     c.interval = Duration::from_millis(50);
     c.expiry = Duration::from_millis(400);
     c.mark_hold = Duration::from_millis(1200);
@@ -98,6 +105,7 @@ fn a_sending_node_takes_shares_only_from_the_pods_node() {
             RemotePod {
                 rate: 1_000_000,
                 node: pods_node.local_addr().unwrap(),
+                node_name: "node-p".into(),
             },
         )]),
         ready: true,
@@ -115,23 +123,45 @@ fn a_sending_node_takes_shares_only_from_the_pods_node() {
             .is_some_and(|d| d.cgid == REMOTE && d.rate == 1_000_000)
     });
 
-    let answer = |from: &UdpSocket, rate: Option<u64>| {
-        let m = Message::Shares(Shares {
+    let shares_from = |node: &str, rate: Option<u64>| {
+        wire::encode(&Message::Shares(Shares {
             v: wire::VERSION,
+            node: node.into(),
             seq: 1,
             shares: vec![ShareEntry { ip: pod, rate }],
-        });
-        from.send_to(&wire::encode(&m), agent.local_addr()).unwrap();
+        }))
+    };
+    let shares_of = |rate: Option<u64>| shares_from("node-p", rate);
+    let answer = |from: &UdpSocket, rate: Option<u64>| {
+        from.send_to(&sealed(&shares_of(rate)), agent.local_addr())
+            .unwrap();
+    };
+    let refusals = |what: &str, n: u64| {
+        eventually(what, || {
+            agent
+                .stats
+                .unauthenticated
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= n
+        })
     };
     // Another node cannot set the share of a pod that is not its own.
     let impostor = UdpSocket::bind(loopback()).unwrap();
-    answer(&impostor, Some(1));
+    impostor
+        .send_to(&sealed(&shares_from("node-z", Some(1))), agent.local_addr())
+        .unwrap();
     // Truncated and oversized datagrams are refused whole.
     impostor
-        .send_to(br#"{"kind":"shares","v":1,"se"#, agent.local_addr())
+        .send_to(
+            &sealed(br#"{"kind":"shares","v":1,"se"#),
+            agent.local_addr(),
+        )
         .unwrap();
     impostor
-        .send_to(&vec![b' '; wire::MAX_DATAGRAM + 10], agent.local_addr())
+        .send_to(
+            &sealed(&vec![b' '; wire::MAX_DATAGRAM + 10]),
+            agent.local_addr(),
+        )
         .unwrap();
     eventually("three refusals", || {
         agent
@@ -142,8 +172,20 @@ fn a_sending_node_takes_shares_only_from_the_pods_node() {
     });
     assert_eq!(dp.destination(pod).unwrap().unwrap().rate, 1_000_000);
 
+    // Even from the pod's node's address, an answer without the key is refused:
+    // unsealed, or sealed with another key.
+    pods_node
+        .send_to(&shares_of(Some(100_000)), agent.local_addr())
+        .unwrap();
+    let other = Key::new("other", b"a key the cluster does not use").unwrap();
+    let forged = seal::seal(&other, Stamper::new().stamp(), &shares_of(Some(100_000)));
+    pods_node.send_to(&forged, agent.local_addr()).unwrap();
+    refusals("two unauthenticated datagrams refused", 2);
+    assert_eq!(dp.destination(pod).unwrap().unwrap().rate, 1_000_000);
+
     // The pod's node answers: its share is the pace, never above the limit.
-    answer(&pods_node, Some(250_000));
+    let first = sealed(&shares_of(Some(250_000)));
+    pods_node.send_to(&first, agent.local_addr()).unwrap();
     eventually("the share", || {
         dp.destination(pod).unwrap().unwrap().rate == 250_000
     });
@@ -151,10 +193,17 @@ fn a_sending_node_takes_shares_only_from_the_pods_node() {
     eventually("the share capped at the limit", || {
         dp.destination(pod).unwrap().unwrap().rate == 1_000_000
     });
-    answer(&pods_node, Some(300_000));
+    // The pod's node may answer from another of its addresses (a node with
+    // several interfaces answers from the one that routes back): its name decides.
+    let other_address = UdpSocket::bind(loopback()).unwrap();
+    answer(&other_address, Some(300_000));
     eventually("the share again", || {
         dp.destination(pod).unwrap().unwrap().rate == 300_000
     });
+    // The first answer, recorded and played again, is refused.
+    pods_node.send_to(&first, agent.local_addr()).unwrap();
+    refusals("the replay refused", 3);
+    assert_ne!(dp.destination(pod).unwrap().unwrap().rate, 250_000);
     // No fresh answer for the expiry: back to the whole limit.
     eventually("the limit after the answers stop", || {
         dp.destination(pod).unwrap().unwrap().rate == 1_000_000
@@ -170,6 +219,7 @@ fn a_sending_node_takes_shares_only_from_the_pods_node() {
         RemotePod {
             rate: 5,
             node: pods_node.local_addr().unwrap(),
+            node_name: "node-p".into(),
         },
     );
     std::thread::sleep(Duration::from_millis(200));
@@ -214,7 +264,8 @@ fn a_receiving_node_answers_shares_by_sockets() {
         let mut buf = vec![0u8; 65536];
         let (n, from) = sock.recv_from(&mut buf).expect("an answer");
         assert_eq!(from, agent.local_addr());
-        match wire::decode(&buf[..n]).unwrap() {
+        let (_, msg) = seal::open(&share_key(), &buf[..n]).expect("a sealed answer");
+        match wire::decode(msg).unwrap() {
             Message::Shares(s) => s,
             m => panic!("expected shares, got {m:?}"),
         }
@@ -231,7 +282,7 @@ fn a_receiving_node_answers_shares_by_sockets() {
                 },
             ],
         ) {
-            sock.send_to(&dg, agent.local_addr()).unwrap();
+            sock.send_to(&sealed(&dg), agent.local_addr()).unwrap();
         }
         let s = shares(sock);
         assert_eq!(s.seq, 7);
@@ -287,7 +338,7 @@ fn a_receiving_node_answers_shares_by_sockets() {
     );
     // A name that is no DNS name is refused, and the agent answers the next one.
     a.send_to(
-        br#"{"kind":"demand","v":1,"node":"../etc","seq":1,"sockets":[]}"#,
+        &sealed(br#"{"kind":"demand","v":2,"node":"../etc","seq":1,"sockets":[]}"#),
         agent.local_addr(),
     )
     .unwrap();

@@ -11,7 +11,7 @@ use nri_bandwidth_core::model::{Limit, Owner};
 use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_testkit::testbed::{Iperf3, Testbed};
 use nri_bandwidth_tests::sender_node::SenderNode;
-use nri_bandwidth_tests::{human_bps, privileged, test_pin_root};
+use nri_bandwidth_tests::{human_bps, privileged, share_key, test_pin_root};
 
 /// Traffic tests would distort each other's rates on two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -614,7 +614,7 @@ fn two_sending_nodes_share_a_remote_pods_ingress() {
     let lo: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let receiver = Agent::start(
         Datapath::open(&e.root).unwrap(),
-        Config::new("node-r", lo),
+        Config::new("node-r", lo, share_key()),
         Arc::new(Mutex::new(Directory {
             ready: true,
             ..Directory::default()
@@ -627,6 +627,7 @@ fn two_sending_nodes_share_a_remote_pods_ingress() {
             RemotePod {
                 rate,
                 node: receiver.local_addr(),
+                node_name: "node-r".into(),
             },
         )]
         .into(),
@@ -638,13 +639,13 @@ fn two_sending_nodes_share_a_remote_pods_ingress() {
     );
     let agent_a = Agent::start(
         a.datapath().unwrap(),
-        Config::new("node-a", lo),
+        Config::new("node-a", lo, share_key()),
         dir.clone(),
     )
     .unwrap();
     let agent_b = Agent::start(
         b.datapath().unwrap(),
-        Config::new("node-b", lo),
+        Config::new("node-b", lo, share_key()),
         dir.clone(),
     )
     .unwrap();

@@ -20,16 +20,19 @@ use std::time::{Duration, Instant};
 
 use crate::datapath::Datapath;
 use crate::datapath::senders::REMOTE;
+use crate::shares::seal::{self, Freshness, Keyring, Stamper};
 use crate::shares::table::ShareTable;
 use crate::shares::wire::{self, DemandEntry, Message, ShareEntry};
 
 /// A limited pod on another node, as the API tells it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemotePod {
     /// Its ingress limit, bytes/s (IP bytes).
     pub rate: u64,
     /// Its node's share-exchange address.
     pub node: SocketAddr,
+    /// Its node's name: the only node whose answers set its share.
+    pub node_name: String,
 }
 
 /// What the agent paces toward: written by the API watch, read every interval.
@@ -46,6 +49,9 @@ pub struct Config {
     /// This node's name, as the API knows it.
     pub node: String,
     pub bind: SocketAddr,
+    /// The key every node's daemon shares: datagrams are sealed with it, and
+    /// those that do not verify are refused.
+    pub key: Keyring,
     /// How often demand is reported and shares are revised.
     pub interval: Duration,
     /// How long a report counts at the receiver, and an answer at the sender.
@@ -61,10 +67,11 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(node: &str, bind: SocketAddr) -> Self {
+    pub fn new(node: &str, bind: SocketAddr, key: impl Into<Keyring>) -> Self {
         Config {
             node: node.to_string(),
             bind,
+            key: key.into(),
             interval: Duration::from_millis(250),
             expiry: Duration::from_secs(1),
             idle_report: Duration::from_secs(5),
@@ -82,6 +89,9 @@ pub struct Stats {
     pub shares_received: AtomicU64,
     /// Datagrams that failed a check, or answers about pods of another node.
     pub refused: AtomicU64,
+    /// Of those, datagrams whose seal did not verify or whose stamp was stale
+    /// or replayed (a node with another key, a clock far off, or a forgery).
+    pub unauthenticated: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -120,6 +130,9 @@ impl Agent {
             marks: HashMap::new(),
             swept: false,
             warned: HashSet::new(),
+            stamps: Stamper::default(),
+            fresh: Freshness::default(),
+            answered: HashSet::new(),
         };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -166,11 +179,15 @@ struct Worker {
     swept: bool,
     /// Sources already warned about (a flood logs once per source).
     warned: HashSet<IpAddr>,
+    stamps: Stamper,
+    fresh: Freshness,
+    /// Nodes whose answers were taken (logged once each: the exchange works).
+    answered: HashSet<SocketAddr>,
 }
 
 impl Worker {
     fn run(&mut self, stop: &AtomicBool) {
-        let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+        let mut buf = vec![0u8; seal::OVERHEAD + wire::MAX_DATAGRAM + 1];
         let mut next = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -201,6 +218,14 @@ impl Worker {
     }
 
     fn tick(&mut self, now: Instant) {
+        match self.cfg.key.reload(now) {
+            Some(Ok(())) => log::info!(
+                "share exchange: the key changed; the previous one still opens datagrams for {:?}",
+                seal::ROTATION_GRACE
+            ),
+            Some(Err(e)) => log::warn!("share exchange: {e}; keeping the current key"),
+            None => {}
+        }
         let dir = self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.pace_remote(&dir, now);
         self.report(&dir, now);
@@ -217,11 +242,12 @@ impl Worker {
         }
     }
 
-    /// Sends one datagram, counted in `sent` or as an error (a node that does not
+    /// Seals and sends one datagram, counted in `sent` or as an error (a node that does not
     /// answer is the common case, and the next interval tries again).
-    fn send(&self, dg: &[u8], to: SocketAddr, sent: &AtomicU64) {
-        match self.sock.send_to(dg, self.reachable(to)) {
-            Ok(_) => sent.fetch_add(1, Ordering::Relaxed),
+    fn send(&mut self, msg: &[u8], to: SocketAddr, sent: fn(&Stats) -> &AtomicU64) {
+        let dg = seal::seal(self.cfg.key.sealing(), self.stamps.stamp(), msg);
+        match self.sock.send_to(&dg, self.reachable(to)) {
+            Ok(_) => sent(&self.stats).fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 log::debug!("share exchange: sending to {to}: {e}");
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed)
@@ -324,7 +350,7 @@ impl Worker {
         self.seq += 1;
         for (node, entries) in per_node {
             for dg in wire::demands(&self.cfg.node, self.seq, &entries) {
-                self.send(&dg, node, &self.stats.demands_sent);
+                self.send(&dg, node, |s| &s.demands_sent);
             }
         }
     }
@@ -394,6 +420,20 @@ impl Worker {
     }
 
     fn handle(&mut self, buf: &[u8], src: SocketAddr, now: Instant) {
+        let opened = self
+            .cfg
+            .key
+            .open(buf, now)
+            .and_then(|(stamp, msg)| self.fresh.check(src, stamp).map(|()| msg));
+        let buf = match opened {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                self.warn_once(src.ip(), format!("share exchange: from {src}: {e}"));
+                return;
+            }
+        };
         let m = match wire::decode(buf) {
             Ok(m) => m,
             Err(e) => {
@@ -423,10 +463,11 @@ impl Worker {
                     shares.push(ShareEntry { ip: e.ip, rate });
                 }
                 for (to, entries) in pushes {
-                    self.send(&wire::shares(0, entries), to, &self.stats.shares_sent);
+                    let dg = wire::shares(&self.cfg.node, 0, entries);
+                    self.send(&dg, to, |s| &s.shares_sent);
                 }
-                let out = wire::shares(d.seq, shares);
-                self.send(&out, src, &self.stats.shares_sent);
+                let out = wire::shares(&self.cfg.node, d.seq, shares);
+                self.send(&out, src, |s| &s.shares_sent);
             }
             Message::Shares(s) => {
                 self.stats.shares_received.fetch_add(1, Ordering::Relaxed);
@@ -435,14 +476,14 @@ impl Worker {
                     let Some(pod) = dir.remote.get(&e.ip) else {
                         continue;
                     };
-                    if pod.node != src {
+                    if pod.node_name != s.node {
                         // Only the pod's own node decides its shares.
                         self.stats.refused.fetch_add(1, Ordering::Relaxed);
                         self.warn_once(
                             src.ip(),
                             format!(
-                                "share exchange: {src} answered for {}, a pod of {}",
-                                e.ip, pod.node
+                                "share exchange: node {} ({src}) answered for {}, a pod of {}",
+                                s.node, e.ip, pod.node_name
                             ),
                         );
                         continue;
@@ -450,6 +491,12 @@ impl Worker {
                     let share = e.rate.unwrap_or(pod.rate).min(pod.rate);
                     self.got.insert(e.ip, (share, now));
                     self.write_remote(e.ip, share);
+                    if self.answered.insert(src) {
+                        log::info!(
+                            "share exchange: answers from node {} ({src}) verified and taken",
+                            s.node
+                        );
+                    }
                 }
             }
         }

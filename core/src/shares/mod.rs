@@ -5,6 +5,8 @@
 //!   addresses, with how many sockets, and the share of the limit each gets;
 //! - [`wire`]: the two datagrams nodes exchange (a sending node's demand, the
 //!   receiving node's shares), with the checks on what arrives;
+//! - [`seal`]: the HMAC and time stamp every datagram carries, so only the
+//!   cluster's daemons take part;
 //! - [`agent`]: the loop that does both sides over one UDP socket and keeps the
 //!   senders' map (`map_dst`) in step.
 //!
@@ -13,5 +15,6 @@
 //! receiver's ACK gate stays the backstop for any excess.
 
 pub mod agent;
+pub mod seal;
 pub mod table;
 pub mod wire;

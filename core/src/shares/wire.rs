@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 /// The version of the exchange; a datagram of another version is refused.
-pub const VERSION: u32 = 1;
+/// 2: answers name the node that gives them (and every datagram is sealed).
+pub const VERSION: u32 = 2;
 /// The largest datagram sent or accepted (well inside one UDP datagram).
 pub const MAX_DATAGRAM: usize = 16 * 1024;
 /// Addresses in one datagram; a node with more sends several.
@@ -40,9 +41,13 @@ pub struct DemandEntry {
 }
 
 /// From the receiving node: each address's share for the node that asked.
+/// `node` names the answering node: a sending node takes shares of a pod only
+/// from the pod's own node, by name, since a node with several addresses may
+/// answer from another one than the pod's `hostIP`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shares {
     pub v: u32,
+    pub node: String,
     pub seq: u64,
     pub shares: Vec<ShareEntry>,
 }
@@ -75,16 +80,14 @@ pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
     }
     let m: Message =
         serde_json::from_slice(buf).map_err(|e| WireError::Malformed(e.to_string()))?;
-    let (v, n) = match &m {
-        Message::Demand(d) => {
-            if !node_name_ok(&d.node) {
-                let shown: String = d.node.chars().take(64).collect();
-                return Err(WireError::BadNode(shown));
-            }
-            (d.v, d.sockets.len())
-        }
-        Message::Shares(s) => (s.v, s.shares.len()),
+    let (v, node, n) = match &m {
+        Message::Demand(d) => (d.v, &d.node, d.sockets.len()),
+        Message::Shares(s) => (s.v, &s.node, s.shares.len()),
     };
+    if !node_name_ok(node) {
+        let shown: String = node.chars().take(64).collect();
+        return Err(WireError::BadNode(shown));
+    }
     if v != VERSION {
         return Err(WireError::Version(v));
     }
@@ -106,11 +109,12 @@ pub fn encode(m: &Message) -> Vec<u8> {
     serde_json::to_vec(m).expect("share-exchange messages always serialize")
 }
 
-/// An answer (`seq` of the demand it answers; 0: unasked) as a datagram; at
-/// most [`MAX_ENTRIES`] entries, as in the demand answered.
-pub fn shares(seq: u64, shares: Vec<ShareEntry>) -> Vec<u8> {
+/// `node`'s answer (`seq` of the demand it answers; 0: unasked) as a datagram;
+/// at most [`MAX_ENTRIES`] entries, as in the demand answered.
+pub fn shares(node: &str, seq: u64, shares: Vec<ShareEntry>) -> Vec<u8> {
     encode(&Message::Shares(Shares {
         v: VERSION,
+        node: node.to_string(),
         seq,
         shares,
     }))
@@ -165,21 +169,29 @@ mod tests {
         let trunc = br#"{"kind":"demand","v":1,"node":"a","seq":1,"sockets":[{"ip":"10.0"#;
         let e = decode(trunc).unwrap_err();
         assert!(matches!(e, WireError::Malformed(_)), "{e}");
-        let v2 = br#"{"kind":"shares","v":2,"seq":1,"shares":[]}"#;
-        assert_eq!(decode(v2), Err(WireError::Version(2)));
-        let node = br#"{"kind":"demand","v":1,"node":"A/../x","seq":1,"sockets":[]}"#;
+        let v1 = br#"{"kind":"shares","v":1,"seq":1,"shares":[]}"#;
+        assert!(
+            matches!(decode(v1), Err(WireError::Malformed(_))),
+            "no node"
+        );
+        let v1 = br#"{"kind":"shares","v":1,"node":"a","seq":1,"shares":[]}"#;
+        assert_eq!(decode(v1), Err(WireError::Version(1)));
+        let node = br#"{"kind":"demand","v":2,"node":"A/../x","seq":1,"sockets":[]}"#;
         assert!(
             decode(node)
                 .unwrap_err()
                 .to_string()
                 .contains("DNS subdomain")
         );
-        let ip = br#"{"kind":"demand","v":1,"node":"a","seq":1,"sockets":[{"ip":"10.0.0.300","sockets":1}]}"#;
+        let node = br#"{"kind":"shares","v":2,"node":"","seq":1,"shares":[]}"#;
+        assert!(matches!(decode(node), Err(WireError::BadNode(_))));
+        let ip = br#"{"kind":"demand","v":2,"node":"a","seq":1,"sockets":[{"ip":"10.0.0.300","sockets":1}]}"#;
         assert!(matches!(decode(ip), Err(WireError::Malformed(_))));
-        let neg = br#"{"kind":"shares","v":1,"seq":1,"shares":[{"ip":"10.0.0.1","rate":-5}]}"#;
+        let neg =
+            br#"{"kind":"shares","v":2,"node":"a","seq":1,"shares":[{"ip":"10.0.0.1","rate":-5}]}"#;
         assert!(matches!(decode(neg), Err(WireError::Malformed(_))));
         let many = format!(
-            r#"{{"kind":"shares","v":1,"seq":1,"shares":[{}]}}"#,
+            r#"{{"kind":"shares","v":2,"node":"a","seq":1,"shares":[{}]}}"#,
             vec![r#"{"ip":"10.0.0.1","rate":1}"#; MAX_ENTRIES + 1].join(",")
         );
         assert_eq!(
@@ -199,6 +211,7 @@ mod tests {
         fn shares_round_trip(seq in any::<u64>(), rates in proptest::collection::vec(proptest::option::of(any::<u64>()), 0..20)) {
             let m = Message::Shares(Shares {
                 v: VERSION,
+                node: "node-r".into(),
                 seq,
                 shares: rates.iter().enumerate().map(|(i, r)| ShareEntry {
                     ip: IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]),

@@ -24,9 +24,11 @@ pub fn remote_entries(p: &Pod, own: &str, port: u16) -> Vec<(IpAddr, RemotePod)>
     let (Some(spec), Some(status)) = (p.spec.as_ref(), p.status.as_ref()) else {
         return Vec::new();
     };
-    let on_other_node = spec.node_name.as_deref().is_some_and(|n| n != own);
+    let Some(node_name) = spec.node_name.as_deref().filter(|n| *n != own) else {
+        return Vec::new();
+    };
     let finished = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
-    if !on_other_node || spec.host_network == Some(true) || finished {
+    if spec.host_network == Some(true) || finished {
         return Vec::new();
     }
     let Some(rate) = annotations::pod(&super::annotations(p))
@@ -53,7 +55,17 @@ pub fn remote_entries(p: &Pod, own: &str, port: u16) -> Vec<(IpAddr, RemotePod)>
     }
     ips.into_iter()
         .filter(|ip| *ip != host)
-        .map(|ip| (ip, RemotePod { rate, node }))
+        .map(|ip| {
+            let node_name = node_name.to_string();
+            (
+                ip,
+                RemotePod {
+                    rate,
+                    node,
+                    node_name,
+                },
+            )
+        })
         .collect()
 }
 
@@ -164,6 +176,7 @@ mod tests {
         assert_eq!(e[0].0, "10.2.0.5".parse::<IpAddr>().unwrap());
         assert_eq!(e[0].1.rate, 1_000_000);
         assert_eq!(e[0].1.node, "192.168.5.2:9106".parse().unwrap());
+        assert_eq!(e[0].1.node_name, "b");
     }
 
     #[test]
@@ -192,6 +205,7 @@ mod tests {
         let rp = |rate| RemotePod {
             rate,
             node: "192.168.5.2:1".parse().unwrap(),
+            node_name: "b".into(),
         };
         let ip: IpAddr = "10.2.0.5".parse().unwrap();
         t.set(&mut dir, "old", vec![(ip, rp(1))]);

@@ -4,8 +4,10 @@
 //! on stdout. A limited pod on node a; traffic from a pod on node b (its node
 //! paces it: ingress held at the sender), from node b's own host process (not in
 //! any pod, so not paced: the receiver's gate holds it, as for a sender outside
-//! the cluster), and from the limited pod to node b's pod (egress). Then the time
-//! from an annotation change to the new rate at node b's senders.
+//! the cluster), and from the limited pod to node b's pod (egress). Before the
+//! limited cells of each delay, the same pods with no limit: what the path itself
+//! carries, the ceiling the 1G cells are read against. Then the time from an
+//! annotation change to the new rate at node b's senders.
 //!
 //! usage: two-node-bench [--delays 0.2,2] [--rates 1M,10M,100M,1G] [--flows 1,8]
 //!        [--cc cubic,bbr] [--seconds 4] [--changes 10]     (root; `make bench-two-nodes`)
@@ -18,7 +20,7 @@ use nri_bandwidth_tests::cluster::Cluster;
 use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::interrupt::{install_signal_handlers, interrupted};
 use nri_bandwidth_tests::two_nodes::{
-    Run, annotate_receiver, flows, flows_from_node, start_pods, wait_share,
+    Run, annotate_receiver, destination, flows, flows_from_node, start_pods, wait_share,
 };
 
 #[derive(Parser)]
@@ -50,6 +52,35 @@ struct Row {
     run: Run,
 }
 
+/// The same pods with no limit on either side.
+struct Ceiling {
+    delay: f64,
+    flows: u32,
+    cc: String,
+    ingress: Run,
+    egress: Run,
+}
+
+/// Removes the receiver's limits and waits until node b no longer paces toward it.
+fn lift_limit(c: &Cluster, ip: &str) {
+    for dir in ["ingress", "egress"] {
+        c.kubectl_ok(&[
+            "annotate",
+            "pod/receiver",
+            &format!("kubernetes.io/{dir}-bandwidth-"),
+        ]);
+    }
+    let t = Instant::now();
+    while destination(&c.nodes[1], ip).is_some() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{} still paces toward {ip} 20 s after its limits were removed",
+            c.nodes[1].name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn set_limit(c: &Cluster, ip: &str, bps: u64) {
     for dir in ["ingress", "egress"] {
         annotate_receiver(c, dir, bps);
@@ -75,9 +106,32 @@ fn main() {
     );
 
     let mut rows = Vec::new();
+    let mut ceilings = Vec::new();
     for (i, &delay) in a.delays.iter().enumerate() {
         if i > 0 {
             c.set_delay(Duration::from_secs_f64(delay / 1000.0));
+        }
+        lift_limit(&c, &ip);
+        for &n in &a.flows {
+            for cc in &a.cc {
+                if interrupted() {
+                    break;
+                }
+                let ingress = flows(&c, "sender", &ip, "R", a.seconds, n, cc);
+                let egress = flows(&c, "sender", &ip, "S", a.seconds, n, cc);
+                eprintln!(
+                    "  {delay} ms no limit x{n} {cc}: into the pod {}, out {}",
+                    human_bps(ingress.bps),
+                    human_bps(egress.bps)
+                );
+                ceilings.push(Ceiling {
+                    delay,
+                    flows: n,
+                    cc: cc.clone(),
+                    ingress,
+                    egress,
+                });
+            }
         }
         for &rate in &a.rates {
             let bps = rate.bits_per_sec();
@@ -86,7 +140,7 @@ fn main() {
                 for cc in &a.cc {
                     for path in ["pod on node b", "host of node b", "egress to node b"] {
                         if interrupted() {
-                            print_report(&a, &rows, &mut [], started.elapsed());
+                            print_report(&a, &rows, &ceilings, &mut [], started.elapsed());
                             return;
                         }
                         let run = match path {
@@ -134,10 +188,16 @@ fn main() {
         ));
     }
 
-    print_report(&a, &rows, &mut follow, started.elapsed());
+    print_report(&a, &rows, &ceilings, &mut follow, started.elapsed());
 }
 
-fn print_report(a: &Args, rows: &[Row], follow: &mut [Duration], took: Duration) {
+fn print_report(
+    a: &Args,
+    rows: &[Row],
+    ceilings: &[Ceiling],
+    follow: &mut [Duration],
+    took: Duration,
+) {
     println!("# Two nodes: pod-to-pod traffic across the delay line\n");
     println!(
         "`two-node-bench` ({} s per cell after 1 s of warm-up; whole run {:.0} s). Two \
@@ -183,6 +243,29 @@ fn print_report(a: &Args, rows: &[Row], follow: &mut [Duration], took: Duration)
             "- {p}: {ok} of {} cells in [{lo}, {hi}] of the limit",
             v.len()
         );
+    }
+    if !ceilings.is_empty() {
+        println!(
+            "\n## The path without a limit\n\nThe same pods with the receiver's \
+             annotations removed (no program attached to either pod, node b not \
+             pacing toward it): what this two-node setup carries at all, the ceiling \
+             the 1G cells are read against.\n"
+        );
+        println!(
+            "| one way | flows | cc | node b's pod → limited pod | retransmitted | limited pod → node b's pod |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for r in ceilings {
+            println!(
+                "| {} ms | {} | {} | {} | {:.2} % | {} |",
+                r.delay,
+                r.flows,
+                r.cc,
+                human_bps(r.ingress.bps),
+                r.ingress.retr_pct(),
+                human_bps(r.egress.bps)
+            );
+        }
     }
     follow.sort();
     if !follow.is_empty() {

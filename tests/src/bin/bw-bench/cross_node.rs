@@ -24,6 +24,7 @@ use nri_bandwidth_core::rate::Rate;
 use nri_bandwidth_core::shares::agent::{Agent, Config, Directory, RemotePod};
 use nri_bandwidth_testkit::testbed::{Iperf3, Iperf3Result};
 use nri_bandwidth_tests::sender_node::SenderNode;
+use nri_bandwidth_tests::share_key;
 
 use crate::args::Args;
 use crate::bench::{Bench, PinRoot, bench_owner, ingress_limit};
@@ -68,7 +69,7 @@ impl Cluster {
         let recv_dp = Datapath::open(&pins.0).context("loading the receiving node's datapath")?;
         let recv_agent = Agent::start(
             Datapath::open(&pins.0)?,
-            Config::new("node-r", lo),
+            Config::new("node-r", lo, share_key()),
             Arc::new(Mutex::new(Directory {
                 ready: true,
                 ..Directory::default()
@@ -84,7 +85,7 @@ impl Cluster {
             }));
             let agent = Agent::start(
                 n.datapath()?,
-                Config::new(&format!("node-{name}"), lo),
+                Config::new(&format!("node-{name}"), lo, share_key()),
                 dir.clone(),
             )?;
             nodes.push((n, agent, dir));
@@ -122,6 +123,7 @@ impl Cluster {
                     RemotePod {
                         rate,
                         node: self.recv_addr,
+                        node_name: "node-r".into(),
                     },
                 );
             }
