@@ -354,3 +354,48 @@ fn a_receiving_node_answers_shares_by_sockets() {
     assert!(dp.unlimit(cg.id, Duration::ZERO).unwrap());
     drop(cgdir);
 }
+
+/// The senders' map is read whole in batches (the agent's report every tick):
+/// more entries than one batch holds, of both families, all come back once with
+/// their rates, and removed ones are gone.
+#[test]
+fn the_senders_map_is_read_whole_across_batches() {
+    if !privileged() {
+        return;
+    }
+    let root = Root(test_pin_root("xbatch"));
+    let dp = Datapath::open(&root.0).unwrap();
+    let addr = |i: u32| -> IpAddr {
+        if i.is_multiple_of(2) {
+            IpAddr::from([10, 78, (i >> 8) as u8, i as u8])
+        } else {
+            format!("fd00:78::{i:x}").parse().unwrap()
+        }
+    };
+    let n = 1000u32;
+    for i in 0..n {
+        assert!(
+            dp.set_remote_destination(addr(i), 1000 + u64::from(i))
+                .unwrap()
+        );
+    }
+    let mut got: Vec<(IpAddr, u64)> = dp
+        .destinations()
+        .unwrap()
+        .into_iter()
+        .map(|(ip, d)| {
+            assert_eq!(d.cgid, REMOTE);
+            (ip, d.rate)
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(IpAddr, u64)> = (0..n).map(|i| (addr(i), 1000 + u64::from(i))).collect();
+    want.sort();
+    assert_eq!(got, want);
+    for i in (0..n).step_by(2) {
+        dp.remove_remote_destination(addr(i)).unwrap();
+    }
+    let left = dp.destinations().unwrap();
+    assert_eq!(left.len(), n as usize / 2);
+    assert!(left.iter().all(|(ip, _)| ip.is_ipv6()));
+}

@@ -113,24 +113,22 @@ impl Datapath {
         self.pin_dir().join("senders").join(cgid.to_string())
     }
 
-    /// Every destination with its entry, read once each (an entry removed
-    /// between the listing and its read is left out).
+    /// Every destination with its entry, the whole map read in batches.
     pub fn destinations(&self) -> Result<Vec<(IpAddr, Destination)>, DatapathError> {
-        let map = self.dst_map();
-        let keys = sys::map_keys_raw(map, std::mem::size_of::<BwDstKey>())
-            .map_err(io_err("listing", &self.pin_dir().join(abi::PIN_DST)))?;
+        let all = sys::map_entries_raw(
+            self.dst_map(),
+            std::mem::size_of::<BwDstKey>(),
+            std::mem::size_of::<BwDst>(),
+        )
+        .map_err(io_err("reading", &self.pin_dir().join(abi::PIN_DST)))?;
         let epoch = monotonic_ns() >> abi::ffi::BW_EPOCH_SHIFT;
-        let mut out = Vec::new();
-        for kb in keys {
-            let k: BwDstKey = from_bytes(&kb);
-            let mut vb = vec![0u8; std::mem::size_of::<BwDst>()];
-            let found = sys::map_lookup(map, &kb, &mut vb)
-                .map_err(io_err("reading", &self.pin_dir().join(abi::PIN_DST)))?;
-            if let (true, Some(ip)) = (found, ip_of(&k)) {
-                out.push((ip, destination_of(&from_bytes::<BwDst>(&vb), epoch)));
-            }
-        }
-        Ok(out)
+        Ok(all
+            .iter()
+            .filter_map(|(kb, vb)| {
+                let ip = ip_of(&from_bytes::<BwDstKey>(kb))?;
+                Some((ip, destination_of(&from_bytes::<BwDst>(vb), epoch)))
+            })
+            .collect())
     }
 
     /// Makes `addrs` the addresses of the limited cgroup `cgid`, whose ingress is

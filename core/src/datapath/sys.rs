@@ -337,6 +337,88 @@ pub fn map_keys_raw(map: BorrowedFd<'_>, key_len: usize) -> io::Result<Vec<Vec<u
     }
 }
 
+/// Every key and value of a map whose keys and values are `key_len` and
+/// `value_len` bytes (checked against the map), read in batches
+/// (BPF_MAP_LOOKUP_BATCH, Linux 5.6): a handful of syscalls for the whole map
+/// instead of two per entry, which is what a tick of the share exchange reads.
+/// A map or kernel without batches gets the walk key by key. Entries changing
+/// meanwhile may be seen or not, as with the walk.
+pub fn map_entries_raw(
+    map: BorrowedFd<'_>,
+    key_len: usize,
+    value_len: usize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    map_info(map)?.check(
+        (key_len, "the key size expected"),
+        Some((value_len, "the value size expected")),
+    )?;
+    // The kernel's batch token is a bucket index for hash maps and a key for
+    // arrays: room for either.
+    let tok_len = key_len.max(8);
+    let (mut token, mut next) = (vec![0u8; tok_len], vec![0u8; tok_len]);
+    let mut chunk = 256usize;
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        let mut keys = vec![0u8; key_len * chunk];
+        let mut vals = vec![0u8; value_len * chunk];
+        let mut a = bpf_attr::default();
+        a.batch.map_fd = map.as_raw_fd() as u32;
+        a.batch.in_batch = if first { 0 } else { token.as_ptr() as u64 };
+        a.batch.out_batch = next.as_mut_ptr() as u64;
+        a.batch.keys = keys.as_mut_ptr() as u64;
+        a.batch.values = vals.as_mut_ptr() as u64;
+        a.batch.count = chunk as u32;
+        let r = sys_bpf(uapi::BPF_MAP_LOOKUP_BATCH, &mut a);
+        // SAFETY: `batch` is the member this command fills (a plain u32 here);
+        // the kernel writes the count back also on ENOENT (the last batch).
+        let n = (unsafe { a.batch.count } as usize).min(chunk);
+        let last = match r {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            // One hash bucket holds more entries than a batch: a larger batch.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && chunk < 1 << 20 => {
+                chunk *= 4;
+                continue;
+            }
+            // No batch operations for this map type or kernel (EINVAL before 5.6,
+            // ENOTSUPP for some types): key by key.
+            Err(e) if first && matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524)) => {
+                return walk_entries(map, key_len, value_len);
+            }
+            Err(e) => return Err(e),
+        };
+        for i in 0..n {
+            out.push((
+                keys[i * key_len..(i + 1) * key_len].to_vec(),
+                vals[i * value_len..(i + 1) * value_len].to_vec(),
+            ));
+        }
+        if last {
+            return Ok(out);
+        }
+        std::mem::swap(&mut token, &mut next);
+        first = false;
+    }
+}
+
+/// [`map_entries_raw`] the old way: every key, then each one's value (an entry
+/// removed between the two is left out).
+fn walk_entries(
+    map: BorrowedFd<'_>,
+    key_len: usize,
+    value_len: usize,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for k in map_keys_raw(map, key_len)? {
+        let mut v = vec![0u8; value_len];
+        if lookup_unchecked(map, &k, &mut v)? {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
 /// What the kernel reports about a cgroup link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkInfo {

@@ -31,8 +31,9 @@ pub struct RemotePod {
     pub rate: u64,
     /// Its node's share-exchange address.
     pub node: SocketAddr,
-    /// Its node's name: the only node whose answers set its share.
-    pub node_name: String,
+    /// Its node's name: the only node whose answers set its share (shared: the
+    /// directory is copied every tick).
+    pub node_name: std::sync::Arc<str>,
 }
 
 /// What the agent paces toward: written by the API watch, read every interval.
@@ -322,16 +323,24 @@ impl Worker {
         self.active_at.remove(&ip);
     }
 
-    /// Reports each receiving node the sockets sending to its pods.
+    /// Reports each receiving node the sockets sending to its pods. The senders'
+    /// map is read whole, in batches: one lookup per remote pod was most of the
+    /// agent's CPU with thousands of them.
     fn report(&mut self, dir: &Directory, now: Instant) {
+        let counts: HashMap<IpAddr, u32> = match self.dp.destinations() {
+            Ok(all) => all.into_iter().map(|(ip, d)| (ip, d.active)).collect(),
+            Err(e) => {
+                log::warn!("share exchange: reading the senders' map: {e}");
+                return;
+            }
+        };
         let mut per_node: HashMap<SocketAddr, Vec<DemandEntry>> = HashMap::new();
         for (ip, pod) in &dir.remote {
             if !self.written.contains_key(ip) {
                 continue;
             }
-            let active = match self.dp.destination(*ip) {
-                Ok(Some(d)) => d.active,
-                _ => continue,
+            let Some(&active) = counts.get(ip) else {
+                continue;
             };
             if active > 0 {
                 self.active_at.insert(*ip, now);
@@ -476,7 +485,7 @@ impl Worker {
                     let Some(pod) = dir.remote.get(&e.ip) else {
                         continue;
                     };
-                    if pod.node_name != s.node {
+                    if *pod.node_name != *s.node {
                         // Only the pod's own node decides its shares.
                         self.stats.refused.fetch_add(1, Ordering::Relaxed);
                         self.warn_once(

@@ -53,10 +53,11 @@ pub fn remote_entries(p: &Pod, own: &str, port: u16) -> Vec<(IpAddr, RemotePod)>
     {
         ips.push(ip);
     }
+    let node_name: std::sync::Arc<str> = node_name.into();
     ips.into_iter()
         .filter(|ip| *ip != host)
         .map(|ip| {
-            let node_name = node_name.to_string();
+            let node_name = node_name.clone();
             (
                 ip,
                 RemotePod {
@@ -176,7 +177,7 @@ mod tests {
         assert_eq!(e[0].0, "10.2.0.5".parse::<IpAddr>().unwrap());
         assert_eq!(e[0].1.rate, 1_000_000);
         assert_eq!(e[0].1.node, "192.168.5.2:9106".parse().unwrap());
-        assert_eq!(e[0].1.node_name, "b");
+        assert_eq!(&*e[0].1.node_name, "b");
     }
 
     #[test]

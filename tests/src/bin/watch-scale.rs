@@ -32,6 +32,9 @@ struct Daemon {
 impl Daemon {
     fn start(c: &Cluster, pins: &Path, scope_rel: &str, log: &Path) -> Child {
         let _ = std::fs::remove_file(log);
+        // The exchange starts only with a key (the other nodes are synthetic).
+        let key = c.dir.join("share-key");
+        std::fs::write(&key, "watch-scale's share-exchange key").expect("writing the key");
         Command::new("nsenter")
             .args(["-t", &c.holder_pid().to_string(), "-n", "--"])
             .arg(workspace_bin("nri-bandwidth"))
@@ -41,6 +44,7 @@ impl Daemon {
             ))
             .arg(format!("--pin-root={}", pins.display()))
             .arg(format!("--sender-scope={scope_rel}"))
+            .arg(format!("--share-key-file={}", key.display()))
             .arg(format!(
                 "--kubeconfig={}",
                 c.dir.join("admin.kubeconfig").display()

@@ -111,6 +111,11 @@ func flow(addr, mode, cc string, warm, end time.Time) (result, error) {
 	}
 	defer c.Close()
 	tc := c.(*net.TCPConn)
+	// Close with a reset: a plain close leaves what is still in the send buffer
+	// to the kernel, which keeps sending it after we exit; at a low limit that
+	// is seconds of data, and it competed with the next measurement (seen
+	// between two nodes: a later single flow paced as one of up to 14 sockets).
+	tc.SetLinger(0)
 	tc.Write([]byte(mode))
 	buf := make([]byte, 128<<10)
 	raw, _ := tc.SyscallConn()
