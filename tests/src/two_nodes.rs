@@ -158,6 +158,20 @@ pub fn destination(n: &Node, ip: &str) -> Option<serde_json::Value> {
     rows.into_iter().find(|r| r["address"] == ip)
 }
 
+/// Waits until node `n` no longer paces toward `ip` (its limit lifted or its pod
+/// gone); panics with `why` after `limit`.
+pub fn wait_forgotten(n: &Node, ip: &str, limit: Duration, why: &str) {
+    let t = Instant::now();
+    while destination(n, ip).is_some() {
+        assert!(
+            t.elapsed() < limit,
+            "{} still paces toward {ip} {limit:?} after {why}",
+            n.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until node `n` paces its senders toward `ip` at `bps` as a remote
 /// destination (its share is the whole limit: no other node sends there);
 /// returns how long that took.

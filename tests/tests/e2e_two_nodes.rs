@@ -7,12 +7,12 @@
 //! node's share follows an annotation change. Needs root, NRI_BANDWIDTH_PRIVILEGED=1
 //! and NRI_BANDWIDTH_E2E=1 (`make e2e`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nri_bandwidth_tests::cluster::Cluster;
 use nri_bandwidth_tests::e2e::{enabled, near};
 use nri_bandwidth_tests::two_nodes::{
-    annotate_receiver, destination, flows, start_pods, wait_share,
+    annotate_receiver, flows, start_pods, wait_forgotten, wait_share,
 };
 
 const LIMIT: u64 = 10_000_000;
@@ -63,7 +63,6 @@ fn pods_on_two_nodes_are_limited_both_ways_and_paced_at_the_sender() {
         },
     );
 
-    let b = c.nodes[1].name.clone();
     let ip = start_pods(&c, LIMIT);
     let learned = wait_share(&c, &c.nodes[1], &ip, LIMIT, Duration::from_secs(30));
     eprintln!("the sending node learned the receiver's limit {learned:?} after it was Ready");
@@ -103,13 +102,10 @@ fn pods_on_two_nodes_are_limited_both_ways_and_paced_at_the_sender() {
 
     // The pod gone: the other node forgets it.
     c.kubectl_ok(&["delete", "pod", "receiver", "--wait=true"]);
-    let t = Instant::now();
-    while destination(&c.nodes[1], &ip).is_some() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{} still paces toward the deleted pod's {ip}",
-            b
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_forgotten(
+        &c.nodes[1],
+        &ip,
+        Duration::from_secs(30),
+        "the pod was deleted",
+    );
 }

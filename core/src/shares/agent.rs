@@ -327,6 +327,10 @@ impl Worker {
     /// map is read whole, in batches: one lookup per remote pod was most of the
     /// agent's CPU with thousands of them.
     fn report(&mut self, dir: &Directory, now: Instant) {
+        self.seq += 1;
+        if self.written.is_empty() {
+            return; // nothing paced toward another node: nothing to read or report
+        }
         let counts: HashMap<IpAddr, u32> = match self.dp.destinations() {
             Ok(all) => all.into_iter().map(|(ip, d)| (ip, d.active)).collect(),
             Err(e) => {
@@ -356,7 +360,6 @@ impl Worker {
                 });
             }
         }
-        self.seq += 1;
         for (node, entries) in per_node {
             for dg in wire::demands(&self.cfg.node, self.seq, &entries) {
                 self.send(&dg, node, |s| &s.demands_sent);

@@ -20,7 +20,7 @@ use nri_bandwidth_tests::cluster::Cluster;
 use nri_bandwidth_tests::human_bps;
 use nri_bandwidth_tests::interrupt::{install_signal_handlers, interrupted};
 use nri_bandwidth_tests::two_nodes::{
-    Run, annotate_receiver, destination, flows, flows_from_node, start_pods, wait_share,
+    Run, annotate_receiver, flows, flows_from_node, start_pods, wait_forgotten, wait_share,
 };
 
 #[derive(Parser)]
@@ -70,15 +70,12 @@ fn lift_limit(c: &Cluster, ip: &str) {
             &format!("kubernetes.io/{dir}-bandwidth-"),
         ]);
     }
-    let t = Instant::now();
-    while destination(&c.nodes[1], ip).is_some() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{} still paces toward {ip} 20 s after its limits were removed",
-            c.nodes[1].name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_forgotten(
+        &c.nodes[1],
+        ip,
+        Duration::from_secs(20),
+        "its limits were removed",
+    );
 }
 
 fn set_limit(c: &Cluster, ip: &str, bps: u64) {
