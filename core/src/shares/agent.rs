@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::datapath::Datapath;
 use crate::datapath::senders::REMOTE;
-use crate::shares::seal::{self, Freshness, Keyring, Stamper};
+use crate::shares::seal::{self, Freshness, Keyring, Reload, Stamper};
 use crate::shares::table::ShareTable;
 use crate::shares::wire::{self, DemandEntry, Message, ShareEntry};
 
@@ -134,6 +134,8 @@ impl Agent {
             stamps: Stamper::default(),
             fresh: Freshness::default(),
             answered: HashSet::new(),
+            key_trouble: Trouble::default(),
+            map_trouble: Trouble::default(),
         };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -184,6 +186,38 @@ struct Worker {
     fresh: Freshness,
     /// Nodes whose answers were taken (logged once each: the exchange works).
     answered: HashSet<SocketAddr>,
+    /// The key file re-read every 10 s, the senders' map every interval: a
+    /// lasting failure of either is warned about once, not at every try.
+    key_trouble: Trouble,
+    map_trouble: Trouble,
+}
+
+/// A failure met again at every try while it lasts: warned once (again when its
+/// message changes), at debug level after that, and its end logged once.
+#[derive(Debug, Default)]
+struct Trouble(Option<String>);
+
+impl Trouble {
+    /// Logs `msg` as a warning unless it is what was last warned about; returns
+    /// whether it did.
+    fn failed(&mut self, msg: String) -> bool {
+        if self.0.as_deref() == Some(msg.as_str()) {
+            log::debug!("{msg}");
+            return false;
+        }
+        log::warn!("{msg}");
+        self.0 = Some(msg);
+        true
+    }
+
+    /// The failure is over: logs `msg` if there was one; returns whether there was.
+    fn ended(&mut self, msg: &str) -> bool {
+        if self.0.take().is_some() {
+            log::info!("{msg}");
+            return true;
+        }
+        false
+    }
 }
 
 impl Worker {
@@ -220,12 +254,23 @@ impl Worker {
 
     fn tick(&mut self, now: Instant) {
         match self.cfg.key.reload(now) {
-            Some(Ok(())) => log::info!(
-                "share exchange: the key changed; the previous one still opens datagrams for {:?}",
-                seal::ROTATION_GRACE
-            ),
-            Some(Err(e)) => log::warn!("share exchange: {e}; keeping the current key"),
-            None => {}
+            Reload::Changed => {
+                self.key_trouble
+                    .ended("share exchange: the key file is readable again");
+                log::info!(
+                    "share exchange: the key changed; the previous one still opens datagrams for {:?}",
+                    seal::ROTATION_GRACE
+                )
+            }
+            Reload::Failed(e) => {
+                self.key_trouble
+                    .failed(format!("share exchange: {e}; keeping the current key"));
+            }
+            Reload::Same => {
+                self.key_trouble
+                    .ended("share exchange: the key file is readable again");
+            }
+            Reload::NotDue => {}
         }
         let dir = self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.pace_remote(&dir, now);
@@ -334,10 +379,13 @@ impl Worker {
         let counts: HashMap<IpAddr, u32> = match self.dp.destinations() {
             Ok(all) => all.into_iter().map(|(ip, d)| (ip, d.active)).collect(),
             Err(e) => {
-                log::warn!("share exchange: reading the senders' map: {e}");
+                self.map_trouble
+                    .failed(format!("share exchange: reading the senders' map: {e}"));
                 return;
             }
         };
+        self.map_trouble
+            .ended("share exchange: the senders' map is readable again");
         let mut per_node: HashMap<SocketAddr, Vec<DemandEntry>> = HashMap::new();
         for (ip, pod) in &dir.remote {
             if !self.written.contains_key(ip) {
@@ -512,5 +560,22 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Trouble;
+
+    #[test]
+    fn a_lasting_failure_warns_once_and_again_after_it_ended() {
+        let mut t = Trouble::default();
+        assert!(!t.ended("fine"), "nothing had failed");
+        assert!(t.failed("map unreadable".into()));
+        assert!(!t.failed("map unreadable".into()), "the same failure again");
+        assert!(t.failed("key too short".into()), "another message warns");
+        assert!(t.ended("readable again"));
+        assert!(!t.ended("readable again"), "its end is logged once");
+        assert!(t.failed("key too short".into()), "a new episode warns");
     }
 }

@@ -115,29 +115,43 @@ impl Keyring {
         }
     }
 
-    /// Reads the key file again when due: `Some(Ok)` when the key changed,
-    /// `Some(Err)` when the file is unreadable or its key too short (the current
-    /// key stays), `None` otherwise.
-    pub fn reload(&mut self, now: Instant) -> Option<Result<(), KeyError>> {
-        let (path, had) = self.file.as_ref()?;
+    /// Reads the key file again when due. A file that is unreadable or holds
+    /// too short a key leaves the current key in place.
+    pub fn reload(&mut self, now: Instant) -> Reload {
+        let Some((path, had)) = self.file.as_ref() else {
+            return Reload::NotDue;
+        };
         if now.saturating_duration_since(self.read_at) < RELOAD_EVERY {
-            return None;
+            return Reload::NotDue;
         }
         self.read_at = now;
         let new = match read_key(path) {
-            Ok(b) if b.trim_ascii() == had.trim_ascii() => return None,
+            Ok(b) if b.trim_ascii() == had.trim_ascii() => return Reload::Same,
             Ok(b) => b,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Reload::Failed(e),
         };
         let key = match Key::new(&format!("in {}", path.display()), &new) {
             Ok(k) => k,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Reload::Failed(e),
         };
         let old = std::mem::replace(&mut self.current, key);
         self.previous = Some((old, now + ROTATION_GRACE));
         self.file = Some((path.clone(), new));
-        Some(Ok(()))
+        Reload::Changed
     }
+}
+
+/// What [`Keyring::reload`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// Not read: no key file, or read less than `RELOAD_EVERY` ago.
+    NotDue,
+    /// Read, and the key is the one in use.
+    Same,
+    /// Read, and the new key is in use (the previous one opens for a while).
+    Changed,
+    /// Unreadable or unusable: the current key stays.
+    Failed(KeyError),
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -310,11 +324,11 @@ mod tests {
         let mut ring = Keyring::from_file(&path).unwrap();
         let t0 = Instant::now();
         let old = seal(ring.sealing(), 1, b"m");
-        assert!(ring.reload(t0 + RELOAD_EVERY).is_none(), "unchanged");
+        assert_eq!(ring.reload(t0 + RELOAD_EVERY), Reload::Same);
         std::fs::write(&path, "second key, long enough").unwrap();
-        assert!(ring.reload(t0 + RELOAD_EVERY).is_none(), "not due yet");
+        assert_eq!(ring.reload(t0 + RELOAD_EVERY), Reload::NotDue);
         let t1 = t0 + 2 * RELOAD_EVERY;
-        assert_eq!(ring.reload(t1), Some(Ok(())));
+        assert_eq!(ring.reload(t1), Reload::Changed);
         let new = seal(ring.sealing(), 2, b"m");
         assert!(ring.open(&new, t1).is_ok());
         assert!(ring.open(&old, t1).is_ok(), "the old key within its grace");
@@ -322,11 +336,14 @@ mod tests {
         // A short or missing key keeps the current one.
         std::fs::write(&path, "short").unwrap();
         let t2 = t1 + RELOAD_EVERY;
-        assert!(matches!(ring.reload(t2), Some(Err(KeyError::Short { .. }))));
+        assert!(matches!(
+            ring.reload(t2),
+            Reload::Failed(KeyError::Short { .. })
+        ));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
             ring.reload(t2 + RELOAD_EVERY),
-            Some(Err(KeyError::Read { .. }))
+            Reload::Failed(KeyError::Read { .. })
         ));
         assert!(ring.open(&new, t2).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
