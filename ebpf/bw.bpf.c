@@ -377,9 +377,9 @@ int bw_senders(struct bpf_sock_ops *skops)
 	__u32 ei = 0;
 	__u32 n = count_active(d->active, &ss->dst_epoch_seen, &ss->dst_progress,
 			       skops->bytes_acked, BW_MAX_ACTIVE_BYTES, e, &ei);
-	__u64 mss = sock_mss(skops);
+	__u64 pay = seg_payload(skops, ss);
 	__u32 was = cwnd_want(skops, ss);
-	ss->dst_pacing = d->rate / n * mss / (mss + seg_header(skops));
+	ss->dst_pacing = d->rate / n * pay / (pay + seg_header(skops));
 	set_pacing(skops, ss, &d->pacing_sets);
 	set_cwnd_clamp(skops, ss, was);
 	return 1;

@@ -151,7 +151,17 @@ struct bw_sock {
 	__u64 dst_pacing;
 	__u64 dst_epoch_seen;
 	__u64 dst_progress;
+	/* Sending: the payload its data segments carried on average over the last
+	 * BW_SEG_SAMPLE or more (0 = not measured yet), and where that count began
+	 * (snd_nxt, new data segments sent). */
+	__u32 seg_avg;
+	__u32 seg_mark_nxt;
+	__u32 seg_mark_segs;
+	__u32 seg_pad;
 };
+
+/* New data segments between two measurements of a sender's payload per segment. */
+#define BW_SEG_SAMPLE 32
 
 /*
  * Sender-side ingress for local senders: the addresses of workloads whose

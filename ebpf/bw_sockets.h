@@ -229,6 +229,34 @@ static __always_inline __u64 seg_header(struct bpf_sock_ops *skops)
 	return 20 + 20 + 12;
 }
 
+/* Payload bytes per data segment this socket sends, for converting a share of
+ * wire bytes into a pace of payload bytes: the MSS until measured, then the
+ * average over its last BW_SEG_SAMPLE or more new segments. A sender that fills a
+ * receive window which is not a whole number of segments (a window-scale unit of
+ * 1 KB advertises 3,072 B for two segments' worth) sends a short segment every
+ * round, and an application writing small messages sends only short ones; each
+ * costs a full header on the wire, and a pace that assumed full segments ran past
+ * the rate until the receiver's bucket was deep in debt and its gate held ACKs
+ * (docs/design.md, "Short segments"). Retransmitted segments are left out: they
+ * carry no new bytes. */
+static __always_inline __u64 seg_payload(struct bpf_sock_ops *skops, struct bw_sock *ss)
+{
+	__u64 mss = sock_mss(skops);
+	__u32 segs = skops->data_segs_out - skops->total_retrans;
+	__u32 nxt = skops->snd_nxt;
+	if (!ss->seg_mark_segs && !ss->seg_mark_nxt) {
+		ss->seg_mark_segs = segs;
+		ss->seg_mark_nxt = nxt;
+	} else if (segs - ss->seg_mark_segs >= BW_SEG_SAMPLE &&
+		   segs - ss->seg_mark_segs < 0x80000000U) {
+		__u64 avg = (__u64)(nxt - ss->seg_mark_nxt) / (segs - ss->seg_mark_segs);
+		ss->seg_avg = avg < 1 ? 1 : avg > mss ? (__u32)mss : (__u32)avg;
+		ss->seg_mark_segs = segs;
+		ss->seg_mark_nxt = nxt;
+	}
+	return ss->seg_avg ? ss->seg_avg : mss;
+}
+
 static __always_inline struct bw_sock_slot *slot_for(struct bw_sock *ss, __u64 cgid)
 {
 	struct bw_sock_slot *found = slot_find(ss, cgid);
@@ -338,8 +366,8 @@ static __always_inline void apply_pacing(struct bpf_sock_ops *skops, struct bw_s
 		__u64 share = level_share(s, ss, slot, BW_DIR_EGRESS, d->rate, now,
 					  skops->bytes_acked);
 		__u64 mss = sock_mss(skops);
-		__u64 hdr = seg_header(skops);
-		slot->pacing = share * mss / (mss + hdr);
+		__u64 pay = seg_payload(skops, ss);
+		slot->pacing = share * pay / (pay + seg_header(skops));
 		slot->cwnd_clamp = cwnd_clamp_for(skops, slot->pacing, mss);
 	}
 	set_pacing(skops, ss, &s->pacing_sets);
