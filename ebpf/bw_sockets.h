@@ -234,11 +234,11 @@ static __always_inline __u64 seg_header(struct bpf_sock_ops *skops)
  * average over its last BW_SEG_SAMPLE or more new segments. A sender that fills a
  * receive window which is not a whole number of segments (a window-scale unit of
  * 1 KB advertises 3,072 B for two segments' worth) sends a short segment every
- * round, and an application writing small messages sends only short ones; each
- * costs a full header on the wire, and a pace that assumed full segments ran past
- * the rate until the receiver's bucket was deep in debt and its gate held ACKs
- * (docs/design.md, "Short segments"). Retransmitted segments are left out: they
- * carry no new bytes. */
+ * round, and an application writing small messages sends only short ones (counted
+ * down to half a segment); each costs a full header on the wire, and a pace that
+ * assumed full segments ran past the rate until the receiver's bucket was deep in
+ * debt and its gate held ACKs (docs/design.md, "Short segments"). Retransmitted
+ * segments are left out: they carry no new bytes. */
 static __always_inline __u64 seg_payload(struct bpf_sock_ops *skops, struct bw_sock *ss)
 {
 	__u64 mss = sock_mss(skops);
@@ -250,7 +250,12 @@ static __always_inline __u64 seg_payload(struct bpf_sock_ops *skops, struct bw_s
 	} else if (segs - ss->seg_mark_segs >= BW_SEG_SAMPLE &&
 		   segs - ss->seg_mark_segs < 0x80000000U) {
 		__u64 avg = (__u64)(nxt - ss->seg_mark_nxt) / (segs - ss->seg_mark_segs);
-		ss->seg_avg = avg < 1 ? 1 : avg > mss ? (__u32)mss : (__u32)avg;
+		/* Floored at half a segment: a connection that sent small messages
+		 * and then starts a bulk transfer would otherwise be paced for its
+		 * first BW_SEG_SAMPLE full segments as if each still carried a few
+		 * bytes (a pace of share / 53 at one byte each). Short segments from
+		 * filling a window sit well above the floor. */
+		ss->seg_avg = avg < mss / 2 ? (__u32)(mss / 2) : avg > mss ? (__u32)mss : (__u32)avg;
 		ss->seg_mark_segs = segs;
 		ss->seg_mark_nxt = nxt;
 	}
