@@ -449,23 +449,16 @@ fn a_capped_container_gives_its_unused_share_of_the_pod_back() {
 fn a_local_sender_is_paced_at_the_receivers_ingress_limit() {
     let Some((_g, e)) = env("send") else { return };
     let sc = SendersScope::new("senders");
-    let (scope_dir, scope) = (sc.dir.clone(), &sc.cg);
     let id = limit(&e, Some("20M"), None);
     let target = e.tb.peer_v4;
     let run = |paced: bool| {
         let mut c = Iperf3::new(target, PORT);
         c.seconds = 4;
-        c.cgroup = paced.then(|| scope_dir.clone());
+        c.cgroup = paced.then(|| sc.dir.clone());
         c.run().expect("iperf3")
     };
     let gated = run(false);
-    e.dp.set_destinations(
-        id,
-        &[target],
-        Some(Rate::parse("20M").unwrap().bytes_per_sec()),
-    )
-    .unwrap();
-    e.dp.attach_senders(scope).unwrap();
+    sc.pace_toward(&e, id, target, "20M");
     let paced = run(true);
     let pkts =
         |r: &nri_bandwidth_testkit::testbed::Iperf3Result| r.received_bps * 4.0 / 8.0 / 1448.0;
@@ -491,7 +484,7 @@ fn a_local_sender_is_paced_at_the_receivers_ingress_limit() {
         "still paced: {}",
         human_bps(free.received_bps)
     );
-    assert!(e.dp.detach_senders(scope.id).unwrap());
+    assert!(e.dp.detach_senders(sc.cg.id).unwrap());
 }
 
 /// A cgroup of its own for the senders' program, removed also when a test fails.
@@ -507,6 +500,14 @@ impl SendersScope {
         let dir = cgfs.create(&rel).unwrap();
         let cg = cgfs.cgroup(dir.clone()).unwrap();
         SendersScope { dir, cg }
+    }
+
+    /// Paces this cgroup's senders toward `target`, the workload `id` whose
+    /// ingress is limited to `rate`.
+    fn pace_toward(&self, e: &Env, id: u64, target: std::net::IpAddr, rate: &str) {
+        let bytes = Rate::parse(rate).unwrap().bytes_per_sec();
+        e.dp.set_destinations(id, &[target], Some(bytes)).unwrap();
+        e.dp.attach_senders(&self.cg).unwrap();
     }
 }
 
@@ -529,19 +530,12 @@ fn a_paced_sender_pays_for_the_headers_of_its_short_segments() {
         return;
     };
     let sc = SendersScope::new("senders-short");
-    let (scope_dir, scope) = (sc.dir.clone(), &sc.cg);
     let id = limit(&e, Some("20M"), None);
     let target = e.tb.peer_v4;
-    e.dp.set_destinations(
-        id,
-        &[target],
-        Some(Rate::parse("20M").unwrap().bytes_per_sec()),
-    )
-    .unwrap();
-    e.dp.attach_senders(scope).unwrap();
+    sc.pace_toward(&e, id, target, "20M");
     let mut c = Iperf3::new(target, PORT);
     c.seconds = 6;
-    c.cgroup = Some(scope_dir.clone());
+    c.cgroup = Some(sc.dir.clone());
     let bytes = || e.dp.entry(id).unwrap().expect("the limit").ingress.bytes;
     let (r, wire) = std::thread::scope(|s| {
         let h = s.spawn(|| c.run().expect("iperf3"));
@@ -568,7 +562,7 @@ fn a_paced_sender_pays_for_the_headers_of_its_short_segments() {
     );
     assert_eq!(gated, 0, "the gate held ACKs of a paced sender");
     assert!(e.dp.unlimit(id, Duration::ZERO).unwrap());
-    assert!(e.dp.detach_senders(scope.id).unwrap());
+    assert!(e.dp.detach_senders(sc.cg.id).unwrap());
 }
 
 /// The send window the peer of `s` offered in its handshake (nothing else has

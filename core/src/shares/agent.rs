@@ -254,23 +254,21 @@ impl Worker {
 
     fn tick(&mut self, now: Instant) {
         match self.cfg.key.reload(now) {
-            Reload::Changed => {
-                self.key_trouble
-                    .ended("share exchange: the key file is readable again");
-                log::info!(
-                    "share exchange: the key changed; the previous one still opens datagrams for {:?}",
-                    seal::ROTATION_GRACE
-                )
-            }
+            Reload::NotDue => {}
             Reload::Failed(e) => {
                 self.key_trouble
                     .failed(format!("share exchange: {e}; keeping the current key"));
             }
-            Reload::Same => {
+            read => {
                 self.key_trouble
                     .ended("share exchange: the key file is readable again");
+                if read == Reload::Changed {
+                    log::info!(
+                        "share exchange: the key changed; the previous one still opens datagrams for {:?}",
+                        seal::ROTATION_GRACE
+                    );
+                }
             }
-            Reload::NotDue => {}
         }
         let dir = self.dir.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.pace_remote(&dir, now);
